@@ -1,0 +1,1 @@
+"""The HTTP API (FastAPI): endpoints, events, deliveries, the DLQ, health and statistics."""

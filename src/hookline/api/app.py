@@ -1,0 +1,55 @@
+"""The FastAPI application and its lifespan, which starts and stops the service."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, Depends, FastAPI
+
+from hookline import __version__
+from hookline.api.deps import require_api_key
+from hookline.api.errors import install_error_handlers
+from hookline.api.limits import BodySizeLimit
+from hookline.api.routes import deliveries, dlq, events, receiver, system, webhooks
+from hookline.config import Settings
+from hookline.service import Service
+
+API_PREFIX = "/api/v1"
+
+
+def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
+    """Build the app; the service starts with the app's lifespan and stops with it."""
+    running = service or Service(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await running.start()
+        try:
+            yield
+        finally:
+            await running.stop()
+
+    app = FastAPI(
+        title="hookline",
+        version=__version__,
+        description="Webhook delivery: fan-out, signing, retries with backoff, and a DLQ.",
+        lifespan=lifespan,
+    )
+    app.state.service = running
+
+    management = APIRouter(prefix=API_PREFIX, dependencies=[Depends(require_api_key)])
+    for module in (webhooks, events, deliveries, dlq):
+        management.include_router(module.router)
+    management.include_router(system.stats_router)
+    app.include_router(management)
+    app.include_router(system.health_router)
+    app.include_router(receiver.router)
+
+    install_error_handlers(app)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.max_payload_bytes,
+        max_batch_bytes=settings.max_batch_bytes,
+    )
+    return app

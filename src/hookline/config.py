@@ -1,0 +1,252 @@
+"""Settings: environment variables first, then ``config/*.yaml``, then defaults.
+
+Every key in the YAML files is the lower-case name of an environment variable (``retry.yaml``
+also holds ``event_retry_policies``), so one name means one setting wherever it is written.
+A bad value stops startup with one line naming the setting and what it accepts.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from hookline.errors import ConfigError
+from hookline.retry import EventRetryPolicy, RetryPolicies, RetryPolicy, policy_from_mapping
+
+CONFIG_FILES = ("webhooks.yaml", "retry.yaml", "queue.yaml")
+KIB = 1024
+MIB = 1024 * KIB
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class Settings(BaseSettings):
+    """Everything an operator can set; each field's description says what it accepts."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="forbid")
+
+    host: str = Field("0.0.0.0", description="an address to listen on")
+    port: int = Field(8000, ge=1, le=65535, description="an integer from 1 to 65535")
+    database_url: str = Field(
+        "sqlite:///data/hookline.db",
+        description="sqlite:///relative/path.db, sqlite:////absolute/path.db",
+    )
+    hookline_data_dir: str | None = Field(
+        None, description="a directory for local state (default: the SQLite file's directory)"
+    )
+    hookline_config_dir: str = Field("config", description="the directory of the YAML files")
+    api_keys: str = Field("", description="comma-separated API keys")
+
+    webhook_worker_count: int = Field(
+        50, ge=1, le=10_000, description="deliveries in flight at once, 1 to 10000"
+    )
+    webhook_max_queue_size: int = Field(
+        10_000, ge=0, description="pending deliveries before ingestion answers 503; 0 = no limit"
+    )
+    webhook_endpoint_concurrency: int = Field(
+        10, ge=1, le=1_000, description="deliveries in flight to one endpoint, 1 to 1000"
+    )
+    webhook_default_timeout: float = Field(
+        30.0, gt=0, le=300, description="seconds, more than 0 and at most 300"
+    )
+    webhook_allowed_networks: str = Field(
+        "", description="comma-separated CIDRs such as 127.0.0.0/8,::1/128"
+    )
+    webhook_https_only: bool = Field(False, description="true or false")
+
+    retry_initial_delay: float = Field(1.0, ge=0, description="seconds, 0 or more")
+    retry_max_delay: float = Field(300.0, ge=0, description="seconds, 0 or more")
+    retry_multiplier: float = Field(2.0, ge=1, description="a number, 1.0 or more")
+    retry_jitter: float = Field(0.25, ge=0, lt=1, description="a fraction from 0 to below 1")
+    retry_max_attempts: int = Field(5, ge=1, le=100, description="an integer from 1 to 100")
+    event_retry_policies: dict[str, Any] = Field(
+        default_factory=dict, description="named policies, see config/retry.yaml"
+    )
+
+    dlq_retention_days: float = Field(7.0, gt=0, description="days, more than 0")
+    idempotency_retention_hours: float = Field(24.0, gt=0, description="hours, more than 0")
+    max_payload_bytes: int = Field(
+        256 * KIB, ge=KIB, description="bytes per request body, 1024 or more"
+    )
+    max_batch_bytes: int = Field(
+        5 * MIB, ge=KIB, description="bytes per batch request body, 1024 or more"
+    )
+    max_batch_events: int = Field(1000, ge=1, le=10_000, description="1 to 10000")
+    sqlite_synchronous: Literal["full", "normal"] = Field(
+        "full", description="full (survives power loss) or normal (survives process crashes)"
+    )
+    shutdown_grace_seconds: float = Field(
+        10.0, ge=0, le=600, description="seconds from 0 to 600"
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="DEBUG, INFO, WARNING or ERROR"
+    )
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto", description="auto (JSON unless on a terminal), json or console"
+    )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("log_format", "sqlite_synchronous", mode="before")
+    @classmethod
+    def _lower_choice(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("webhook_allowed_networks")
+    @classmethod
+    def _valid_networks(cls, value: str) -> str:
+        parse_networks(value)
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        if not value.startswith("sqlite:///"):
+            raise ValueError("only sqlite:/// URLs are supported by this release")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, YamlFilesSource(settings_cls, env_settings))
+
+    # Derived values, computed here so the rest of the code never re-parses a setting.
+
+    @property
+    def api_key_list(self) -> list[str]:
+        return [key.strip() for key in self.api_keys.split(",") if key.strip()]
+
+    @property
+    def allowed_networks(self) -> tuple[IPNetwork, ...]:
+        return parse_networks(self.webhook_allowed_networks)
+
+    @property
+    def sqlite_path(self) -> Path:
+        return Path(self.database_url.removeprefix("sqlite:///"))
+
+    @property
+    def data_dir(self) -> Path:
+        if self.hookline_data_dir:
+            return Path(self.hookline_data_dir)
+        return self.sqlite_path.parent
+
+    def retry_policies(self) -> RetryPolicies:
+        default = RetryPolicy(
+            initial_delay=self.retry_initial_delay,
+            multiplier=self.retry_multiplier,
+            max_delay=self.retry_max_delay,
+            jitter=self.retry_jitter,
+            max_attempts=self.retry_max_attempts,
+        )
+        by_event = [
+            _event_policy(name, spec, default) for name, spec in self.event_retry_policies.items()
+        ]
+        return RetryPolicies(default, by_event)
+
+
+def parse_networks(value: str) -> tuple[IPNetwork, ...]:
+    """Parse a comma-separated list of CIDRs, raising ValueError naming the bad one."""
+    networks = []
+    for part in value.split(","):
+        if not part.strip():
+            continue
+        try:
+            networks.append(ipaddress.ip_network(part.strip(), strict=False))
+        except ValueError as exc:
+            raise ValueError(f"{part.strip()!r} is not a network in CIDR form") from exc
+    return tuple(networks)
+
+
+def _event_policy(name: str, spec: Any, default: RetryPolicy) -> EventRetryPolicy:
+    if not isinstance(spec, dict) or not isinstance(spec.get("events"), list):
+        raise ValueError(f"policy {name!r} needs an 'events' list and a 'retry_policy' mapping")
+    values = spec.get("retry_policy") or {}
+    if not isinstance(values, dict):
+        raise ValueError(f"policy {name!r}: retry_policy must be a mapping")
+    try:
+        policy = policy_from_mapping(values, default)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"policy {name!r}: {exc}") from exc
+    return EventRetryPolicy(name, [str(e) for e in spec["events"]], policy)
+
+
+class YamlFilesSource(PydanticBaseSettingsSource):
+    """Reads ``webhooks.yaml``, ``retry.yaml`` and ``queue.yaml`` from the config directory."""
+
+    def __init__(
+        self, settings_cls: type[BaseSettings], env_settings: PydanticBaseSettingsSource
+    ) -> None:
+        super().__init__(settings_cls)
+        # The config directory itself may come from the environment.
+        self._config_dir = Path(env_settings().get("hookline_config_dir") or "config")
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for name in CONFIG_FILES:
+            path = self._config_dir / name
+            if path.is_file():
+                values.update(self._read(path))
+        return values
+
+    def _read(self, path: Path) -> dict[str, Any]:
+        try:
+            content = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{path}: cannot be read as YAML: {exc}") from exc
+        if not isinstance(content, dict):
+            raise ConfigError(f"{path}: expected a mapping of setting names to values.")
+        known = set(self.settings_cls.model_fields)
+        for key in content:
+            if str(key).lower() not in known:
+                raise ConfigError(
+                    f"{path}: unknown setting {key!r}; keys are lower-case environment variable "
+                    "names such as webhook_worker_count (see the README's configuration table)."
+                )
+        return {str(key).lower(): value for key, value in content.items()}
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings, raising :class:`ConfigError` with one line per bad value."""
+    try:
+        settings = Settings(**overrides)
+        settings.retry_policies()
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from exc
+    except ValueError as exc:
+        raise ConfigError(f"Invalid setting EVENT_RETRY_POLICIES: {exc}.") from exc
+    if settings.retry_initial_delay > settings.retry_max_delay:
+        raise ConfigError(
+            f"Invalid setting RETRY_INITIAL_DELAY={settings.retry_initial_delay}: "
+            f"must not be larger than RETRY_MAX_DELAY={settings.retry_max_delay}."
+        )
+    return settings
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        name = ".".join(str(part) for part in error["loc"]) or "settings"
+        field = Settings.model_fields.get(name)
+        allowed = f" Allowed: {field.description}." if field and field.description else ""
+        value = error.get("input")
+        shown = f"={value!r}" if isinstance(value, str | int | float | bool) else ""
+        reason = error["msg"].removeprefix("Value error, ")
+        lines.append(f"Invalid setting {name.upper()}{shown}: {reason}.{allowed}")
+    return " ".join(lines)

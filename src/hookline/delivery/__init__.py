@@ -1,0 +1,1 @@
+"""The delivery engine: claiming due deliveries, sending them, and recording what happened."""

@@ -1,0 +1,202 @@
+"""The dispatcher: claim due deliveries in batches and run one attempt task per claim.
+
+New work wakes the dispatcher at once (:meth:`DeliveryEngine.wake`); when nothing is due it
+sleeps until the earliest scheduled retry, and at most :data:`IDLE_POLL_SECONDS`, so work added
+by other means (another process, an expired lease) is still found.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import Counter
+
+import structlog
+
+from hookline.delivery.sender import Sender
+from hookline.delivery.verdicts import VerdictWriter, judge
+from hookline.errors import StoreError
+from hookline.models import AttemptVerdict, ClaimedDelivery, DeliveryStatus
+from hookline.retry import RetryPolicies
+from hookline.store.base import Store
+
+CLAIM_BATCH_MAX = 200
+IDLE_POLL_SECONDS = 1.0
+SATURATED_POLL_SECONDS = 0.1
+STORE_RETRY_SECONDS = 1.0
+VERDICT_DRAIN_SECONDS = 10.0
+
+log = structlog.get_logger(__name__)
+
+
+class DeliveryEngine:
+    """Keeps up to ``worker_count`` attempts in flight, at most ``per_endpoint`` per endpoint."""
+
+    def __init__(
+        self,
+        store: Store,
+        sender: Sender,
+        policies: RetryPolicies,
+        *,
+        worker_count: int,
+        per_endpoint: int,
+        dlq_retention_days: float,
+    ) -> None:
+        self._store = store
+        self._sender = sender
+        self._policies = policies
+        self.worker_count = worker_count
+        self._per_endpoint = per_endpoint
+        self._dlq_retention_days = dlq_retention_days
+        self._verdicts = VerdictWriter(store)
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._attempts: dict[asyncio.Task[None], ClaimedDelivery] = {}
+        self._busy: Counter[str] = Counter()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._attempts)
+
+    @property
+    def running(self) -> bool:
+        return self._dispatcher is not None and not self._dispatcher.done()
+
+    async def start(self) -> None:
+        await self._sender.start()
+        self._dispatcher = asyncio.create_task(self._dispatch(), name="hookline-dispatcher")
+
+    def wake(self) -> None:
+        """Tell the dispatcher there may be new due work."""
+        self._wake.set()
+
+    async def stop(self, grace_seconds: float) -> None:
+        """Stop claiming, let attempts finish within the grace period, give back the rest."""
+        self._stopping = True
+        self._wake.set()
+        if self._dispatcher is not None:
+            await self._dispatcher
+
+        unfinished: list[ClaimedDelivery] = []
+        if self._attempts:
+            _, pending = await asyncio.wait(list(self._attempts), timeout=grace_seconds)
+            unfinished = [self._attempts[task] for task in pending]
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+        try:
+            await asyncio.wait_for(self._verdicts.close(), VERDICT_DRAIN_SECONDS)
+            if unfinished:
+                await self._store.release(unfinished, time.time())
+        except (TimeoutError, StoreError) as exc:
+            # Leases we could not give back expire by themselves; nothing is lost.
+            log.warning("shutdown could not write everything", action="shutdown", error=str(exc))
+        await self._sender.close()
+        log.info(
+            "delivery engine stopped",
+            action="engine_stopped",
+            released=len(unfinished),
+        )
+
+    async def _dispatch(self) -> None:
+        while not self._stopping:
+            # Cleared before looking for work, so a wake-up that arrives meanwhile is kept.
+            self._wake.clear()
+            try:
+                claimed = await self._claim()
+            except StoreError as exc:
+                log.warning("claim failed, retrying", action="claim_failed", error=str(exc))
+                await self._sleep(STORE_RETRY_SECONDS)
+                continue
+            for claim in claimed:
+                self._start_attempt(claim)
+            if claimed and self.in_flight < self.worker_count:
+                continue  # more may be due right now
+            await self._sleep(await self._idle_seconds(bool(claimed)))
+
+    async def _claim(self) -> list[ClaimedDelivery]:
+        free = self.worker_count - self.in_flight
+        if free <= 0:
+            return []
+        return await self._store.claim_due(
+            time.time(), min(free, CLAIM_BATCH_MAX), self._busy, self._per_endpoint
+        )
+
+    async def _idle_seconds(self, claimed_some: bool) -> float:
+        if self.in_flight >= self.worker_count or claimed_some:
+            return IDLE_POLL_SECONDS  # a finishing attempt wakes us sooner
+        try:
+            next_due = await self._store.next_due_at()
+        except StoreError:
+            return STORE_RETRY_SECONDS
+        if next_due is None:
+            return IDLE_POLL_SECONDS
+        wait = next_due - time.time()
+        # Due work we could not claim belongs to endpoints at their cap; a slot frees soon.
+        return min(max(wait, SATURATED_POLL_SECONDS), IDLE_POLL_SECONDS)
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+
+    def _start_attempt(self, claim: ClaimedDelivery) -> None:
+        self._busy[claim.endpoint_id] += 1
+        task = asyncio.create_task(self._attempt(claim), name=f"attempt-{claim.delivery_id}")
+        self._attempts[task] = claim
+        task.add_done_callback(self._attempt_done)
+
+    def _attempt_done(self, task: asyncio.Task[None]) -> None:
+        claim = self._attempts.pop(task)
+        self._busy[claim.endpoint_id] -= 1
+        if self._busy[claim.endpoint_id] <= 0:
+            del self._busy[claim.endpoint_id]
+        if not task.cancelled() and task.exception() is not None:
+            log.error(
+                "attempt crashed",
+                action="attempt_crashed",
+                event_id=claim.event_id,
+                delivery_id=claim.delivery_id,
+                endpoint_id=claim.endpoint_id,
+                attempt=claim.attempt,
+                exc_info=task.exception(),
+            )
+        self._wake.set()
+
+    async def _attempt(self, claim: ClaimedDelivery) -> None:
+        result = await self._sender.send(claim)
+        verdict = judge(claim, result, self._policies, self._dlq_retention_days, time.time())
+        _log_verdict(verdict)
+        self._verdicts.add(verdict)
+
+
+def _log_verdict(verdict: AttemptVerdict) -> None:
+    claim, result = verdict.claim, verdict.result
+    keys = {
+        "event_id": claim.event_id,
+        "delivery_id": claim.delivery_id,
+        "endpoint_id": claim.endpoint_id,
+        "attempt": claim.attempt,
+        "duration_ms": round(result.duration_ms, 1),
+    }
+    if verdict.status is DeliveryStatus.DELIVERED:
+        log.info("delivered", action="delivered", status_code=result.status_code, **keys)
+    elif verdict.status is DeliveryStatus.PENDING:
+        log.warning(
+            "attempt failed, will retry",
+            action="attempt_failed",
+            outcome=str(result.outcome),
+            reason=result.error,
+            next_attempt_at=verdict.next_attempt_at,
+            **keys,
+        )
+    else:
+        log.error(
+            "attempts exhausted, moved to the dead-letter queue",
+            action="dead_lettered",
+            outcome=str(result.outcome),
+            reason=result.error,
+            **keys,
+        )

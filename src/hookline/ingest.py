@@ -1,0 +1,106 @@
+"""Accepting events: build each body once, apply backpressure, and commit before answering.
+
+Fan-out happens inside the store's transaction (one delivery per enabled endpoint whose
+patterns match), so an event is never stored without its deliveries.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import structlog
+
+from hookline.errors import QueueFull
+from hookline.ids import new_id
+from hookline.models import AcceptedEvent, NewEvent
+from hookline.store.base import IdempotencyKey, Store
+
+PENDING_COUNT_MAX_AGE_SECONDS = 1.0
+QUEUE_FULL_RETRY_AFTER_SECONDS = 5
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class EventRequest:
+    """One event as the API validated it."""
+
+    event_type: str
+    payload: Any
+    id: str | None = None
+
+
+def webhook_body(event_id: str, event_type: str, created_at: float, payload: Any) -> bytes:
+    """Return the JSON body every endpoint receives for this event."""
+    moment = datetime.datetime.fromtimestamp(created_at, datetime.UTC)
+    timestamp = moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return orjson.dumps({"id": event_id, "event": event_type, "timestamp": timestamp, "data": payload})
+
+
+def request_hash(raw_body: bytes) -> str:
+    """Fingerprint a request body, so a reused idempotency key with another body is caught."""
+    return hashlib.sha256(raw_body).hexdigest()
+
+
+class Intake:
+    """The one way events enter hookline."""
+
+    def __init__(self, store: Store, max_pending: int, on_accepted: Callable[[], None]) -> None:
+        self._store = store
+        self._max_pending = max_pending
+        self._on_accepted = on_accepted
+        self._pending_estimate = 0
+        self._estimated_at = 0.0
+
+    async def accept(
+        self, requests: Sequence[EventRequest], idempotency: IdempotencyKey | None
+    ) -> list[AcceptedEvent]:
+        """Store the events with their deliveries; return once they are committed."""
+        await self._check_backpressure()
+        now = time.time()
+        events = [
+            NewEvent(
+                id=(event_id := request.id or new_id("evt")),
+                event_type=request.event_type,
+                created_at=now,
+                body=webhook_body(event_id, request.event_type, now, request.payload),
+            )
+            for request in requests
+        ]
+        accepted = await self._store.accept_events(events, idempotency, now)
+
+        created = sum(len(a.deliveries) for a in accepted if a.created)
+        if created:
+            self._pending_estimate += created
+            self._on_accepted()
+        for item in accepted:
+            log.info(
+                "event accepted" if item.created else "event repeated with its idempotency key",
+                action="accepted" if item.created else "accepted_again",
+                event_id=item.event_id,
+                deliveries=len(item.deliveries),
+            )
+        return accepted
+
+    async def _check_backpressure(self) -> None:
+        if self._max_pending == 0:
+            return
+        now = time.monotonic()
+        # Counting pending rows on every request would cost more than the insert itself, so
+        # the count is refreshed at most once a second and our own inserts are added to it.
+        if now - self._estimated_at > PENDING_COUNT_MAX_AGE_SECONDS:
+            self._pending_estimate = await self._store.count_pending()
+            self._estimated_at = now
+        if self._pending_estimate >= self._max_pending:
+            raise QueueFull(
+                f"{self._pending_estimate} deliveries are pending, which reaches "
+                f"WEBHOOK_MAX_QUEUE_SIZE={self._max_pending}; retry after "
+                f"{QUEUE_FULL_RETRY_AFTER_SECONDS} seconds.",
+                retry_after_seconds=QUEUE_FULL_RETRY_AFTER_SECONDS,
+            )

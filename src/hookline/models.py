@@ -1,0 +1,193 @@
+"""The domain records hookline stores and passes between its layers.
+
+Times are UNIX seconds as floats throughout the engine and the stores; the API turns them into
+ISO 8601 strings at its edge.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class DeliveryStatus(enum.StrEnum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+class AttemptOutcome(enum.StrEnum):
+    """How one attempt ended; the values double as the metrics label."""
+
+    SUCCESS = "success"
+    HTTP_ERROR = "http_error"
+    TIMEOUT = "timeout"
+    CONNECTION_ERROR = "connection_error"
+    BLOCKED = "blocked"
+
+
+@dataclass(slots=True)
+class Endpoint:
+    """A receiver URL subscribed to some event types."""
+
+    id: str
+    url: str
+    secret: str
+    events: list[str]
+    enabled: bool = True
+    max_retries: int | None = None
+    timeout_seconds: float = 30.0
+    description: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+
+@dataclass(slots=True)
+class NewEvent:
+    """An event the API has validated and is about to hand to the store."""
+
+    id: str
+    event_type: str
+    created_at: float
+    body: bytes
+    """The exact JSON body every endpoint receives, serialized once."""
+
+
+@dataclass(slots=True)
+class Event:
+    id: str
+    event_type: str
+    created_at: float
+    body: bytes
+
+
+@dataclass(slots=True)
+class Delivery:
+    """One event on its way to one endpoint."""
+
+    id: str
+    event_id: str
+    endpoint_id: str
+    status: DeliveryStatus
+    attempt_count: int
+    next_attempt_at: float | None
+    leased: bool
+    last_error: str | None
+    created_at: float
+    updated_at: float
+    delivered_at: float | None = None
+    event_type: str = ""
+
+
+@dataclass(slots=True)
+class Attempt:
+    """The record of one HTTP request made for a delivery."""
+
+    delivery_id: str
+    number: int
+    started_at: float
+    duration_ms: float
+    outcome: AttemptOutcome
+    status_code: int | None
+    error: str | None
+    response_body: str | None
+    response_truncated: bool
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    """A delivery that ran out of attempts, kept for inspection and replay."""
+
+    id: str
+    delivery_id: str
+    event_id: str
+    endpoint_id: str
+    event_type: str
+    payload: Any
+    endpoint_url: str
+    failure_reason: str
+    attempts: int
+    created_at: float
+    expires_at: float
+
+
+@dataclass(slots=True)
+class AcceptedEvent:
+    """What the store answers for one accepted event: its id and the deliveries it made."""
+
+    event_id: str
+    deliveries: list[Delivery]
+    created: bool
+    """False when an idempotent repeat returned an event that already existed."""
+
+
+@dataclass(slots=True)
+class ClaimedDelivery:
+    """A due delivery leased to this process, with everything needed to send it."""
+
+    delivery_id: str
+    event_id: str
+    event_type: str
+    body: bytes
+    endpoint_id: str
+    url: str
+    secret: str
+    timeout_seconds: float
+    headers: dict[str, str]
+    max_retries: int | None
+    attempt: int
+    """The number of this attempt, 1 for the first."""
+    lease_token: str
+    accepted_at: float
+
+
+@dataclass(slots=True)
+class AttemptResult:
+    """What the sender observed; the engine turns it into an :class:`AttemptVerdict`."""
+
+    outcome: AttemptOutcome
+    started_at: float
+    duration_ms: float
+    status_code: int | None = None
+    error: str | None = None
+    response_body: str | None = None
+    response_truncated: bool = False
+    retry_after_seconds: float | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.outcome is AttemptOutcome.SUCCESS
+
+
+@dataclass(slots=True)
+class AttemptVerdict:
+    """A finished attempt and what becomes of its delivery, written in one store batch."""
+
+    claim: ClaimedDelivery
+    result: AttemptResult
+    status: DeliveryStatus
+    next_attempt_at: float | None
+    dead_letter_expires_at: float | None = None
+    """Set when the delivery ran out of attempts and goes to the dead-letter queue."""
+
+
+@dataclass(slots=True)
+class Page:
+    """One page of a list, with the cursor that fetches the next (None on the last page)."""
+
+    items: list[Any]
+    next_cursor: str | None
+
+
+@dataclass(slots=True)
+class Stats:
+    pending: int
+    in_flight: int
+    delivered: int
+    failed: int
+    dead_letters: int
+    endpoints: int
+    endpoints_enabled: int

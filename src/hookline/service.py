@@ -1,0 +1,96 @@
+"""The running service: store, delivery engine, intake and housekeeping, started and stopped
+together. The API layer and the CLI both work through one :class:`Service`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+import structlog
+
+from hookline.api.auth import ApiKeys
+from hookline.config import Settings
+from hookline.delivery.engine import DeliveryEngine
+from hookline.delivery.sender import Sender
+from hookline.destinations import DestinationPolicy
+from hookline.errors import StoreError
+from hookline.ingest import Intake
+from hookline.store import store_for
+from hookline.store.base import Store
+
+HOUSEKEEPING_INTERVAL_SECONDS = 60.0
+SECONDS_PER_HOUR = 3_600
+
+log = structlog.get_logger(__name__)
+
+
+class Service:
+    """Everything behind the API, wired from one :class:`Settings`."""
+
+    def __init__(self, settings: Settings, store: Store | None = None) -> None:
+        self.settings = settings
+        self.store = store or store_for(settings)
+        self.destinations = DestinationPolicy(
+            settings.allowed_networks, https_only=settings.webhook_https_only
+        )
+        self.policies = settings.retry_policies()
+        self.engine = DeliveryEngine(
+            self.store,
+            Sender(
+                self.destinations,
+                max_connections=settings.webhook_worker_count,
+                per_host_connections=settings.webhook_endpoint_concurrency,
+            ),
+            self.policies,
+            worker_count=settings.webhook_worker_count,
+            per_endpoint=settings.webhook_endpoint_concurrency,
+            dlq_retention_days=settings.dlq_retention_days,
+        )
+        self.intake = Intake(self.store, settings.webhook_max_queue_size, self.engine.wake)
+        self.api_keys: ApiKeys | None = None
+        self.shutting_down = False
+        self._housekeeping: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.store.open()
+        self.api_keys = ApiKeys.load(self.settings.api_key_list, self.settings.data_dir)
+        await self.engine.start()
+        self._housekeeping = asyncio.create_task(self._keep_house(), name="hookline-housekeeping")
+        log.info(
+            f"hookline started: data in {self.store.description}, listening on "
+            f"http://{self.settings.host}:{self.settings.port}, "
+            f"{self.settings.webhook_worker_count} delivery workers",
+            action="started",
+        )
+
+    async def stop(self) -> None:
+        self.shutting_down = True
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._housekeeping
+        await self.engine.stop(self.settings.shutdown_grace_seconds)
+        await self.store.close()
+
+    async def purge(self) -> None:
+        """Delete expired dead letters and idempotency keys."""
+        now = time.time()
+        cutoff = now - self.settings.idempotency_retention_hours * SECONDS_PER_HOUR
+        purged = await self.store.purge_expired(now, cutoff)
+        if purged.dead_letters or purged.idempotency_keys:
+            log.info(
+                "purged expired records",
+                action="purged",
+                dead_letters=purged.dead_letters,
+                idempotency_keys=purged.idempotency_keys,
+            )
+
+    async def _keep_house(self) -> None:
+        while True:
+            try:
+                await self.purge()
+            except StoreError as exc:
+                log.warning("purge failed", action="purge_failed", error=str(exc))
+            await asyncio.sleep(HOUSEKEEPING_INTERVAL_SECONDS)

@@ -1,0 +1,187 @@
+"""The interface every store implements, and the small value types its methods take.
+
+The store is the source of truth: an event counts as accepted only once it and its deliveries
+are committed, and every change of a delivery's state is fenced by the lease that was granted
+when it was claimed.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from hookline.errors import InvalidInput
+from hookline.models import (
+    AcceptedEvent,
+    Attempt,
+    AttemptVerdict,
+    ClaimedDelivery,
+    DeadLetter,
+    Delivery,
+    DeliveryStatus,
+    Endpoint,
+    Event,
+    NewEvent,
+    Page,
+    Stats,
+)
+
+LEASE_MARGIN_SECONDS = 30.0
+"""How long past an endpoint's timeout a claim stays leased before another worker may take it."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryFilter:
+    event_id: str | None = None
+    endpoint_id: str | None = None
+    status: DeliveryStatus | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterFilter:
+    endpoint_id: str | None = None
+    event_type: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyKey:
+    """A caller's key for a request, with a hash of the request it first came with."""
+
+    key: str
+    request_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class Purged:
+    dead_letters: int
+    idempotency_keys: int
+
+
+class Store(Protocol):
+    """Durable storage for endpoints, events, deliveries, attempts and the dead-letter queue."""
+
+    description: str
+    """Where the data lives, for the startup log line."""
+
+    async def open(self) -> None:
+        """Connect and bring the schema up to date."""
+
+    async def close(self) -> None:
+        """Finish pending writes and disconnect."""
+
+    async def ping(self) -> None:
+        """Raise :class:`StoreUnavailable` unless the store answers now."""
+
+    # Endpoints
+
+    async def create_endpoint(self, endpoint: Endpoint) -> Endpoint: ...
+
+    async def get_endpoint(self, endpoint_id: str) -> Endpoint:
+        """Return the endpoint or raise :class:`NotFound`."""
+
+    async def list_endpoints(self, cursor: str | None, limit: int) -> Page: ...
+
+    async def update_endpoint(
+        self, endpoint_id: str, changes: dict[str, Any], now: float
+    ) -> Endpoint:
+        """Apply ``changes`` (field name to new value) and return the endpoint as stored."""
+
+    async def delete_endpoint(self, endpoint_id: str, now: float) -> None:
+        """Delete the endpoint; its pending deliveries fail and its dead letters go with it."""
+
+    # Events and fan-out
+
+    async def accept_events(
+        self, events: Sequence[NewEvent], idempotency: IdempotencyKey | None, now: float
+    ) -> list[AcceptedEvent]:
+        """Store the events and one pending delivery per matching enabled endpoint, atomically.
+
+        A repeat of an idempotency key with the same request hash returns what the first request
+        created; with another hash it raises :class:`Conflict`, as does an event id that exists.
+        """
+
+    async def get_event(self, event_id: str) -> tuple[Event, list[Delivery]]: ...
+
+    # The delivery engine
+
+    async def claim_due(
+        self, now: float, limit: int, busy: Mapping[str, int], per_endpoint: int
+    ) -> list[ClaimedDelivery]:
+        """Lease up to ``limit`` due deliveries, keeping each endpoint within ``per_endpoint``.
+
+        ``busy`` counts the attempts already in flight per endpoint in this process; endpoints
+        at the cap are skipped in the query, so their backlog cannot crowd out the others.
+
+        Each claim counts as an attempt and carries a fresh lease token; the lease lasts the
+        endpoint's timeout plus :data:`LEASE_MARGIN_SECONDS`.
+        """
+
+    async def record_verdicts(self, verdicts: Sequence[AttemptVerdict]) -> list[bool]:
+        """Write each attempt and its delivery's new state, in one transaction.
+
+        Returns, per verdict, whether it was applied: False when the lease had been taken over,
+        so that a late result never overwrites newer state.
+        """
+
+    async def release(self, claims: Sequence[ClaimedDelivery], now: float) -> None:
+        """Give back leases that were never attempted, without charging an attempt."""
+
+    async def next_due_at(self) -> float | None:
+        """Return when the earliest pending delivery becomes due, or None if none is pending."""
+
+    async def count_pending(self) -> int: ...
+
+    # Tracking
+
+    async def get_delivery(self, delivery_id: str) -> tuple[Delivery, list[Attempt]]: ...
+
+    async def list_deliveries(
+        self, where: DeliveryFilter, cursor: str | None, limit: int
+    ) -> Page: ...
+
+    async def retry_delivery(self, delivery_id: str, now: float) -> Delivery:
+        """Make a pending delivery due now, or start a fresh round for a finished one."""
+
+    # Dead-letter queue
+
+    async def list_dead_letters(
+        self, where: DeadLetterFilter, cursor: str | None, limit: int
+    ) -> Page: ...
+
+    async def get_dead_letter(self, dead_letter_id: str) -> DeadLetter: ...
+
+    async def replay_dead_letter(self, dead_letter_id: str, now: float) -> Delivery:
+        """Start a fresh round of attempts for the same event and endpoint; drop the message."""
+
+    async def replay_dead_letters(
+        self, where: DeadLetterFilter, limit: int, now: float
+    ) -> list[Delivery]: ...
+
+    async def delete_dead_letter(self, dead_letter_id: str) -> None: ...
+
+    # Housekeeping
+
+    async def purge_expired(self, now: float, idempotency_cutoff: float) -> Purged: ...
+
+    async def stats(self, now: float) -> Stats: ...
+
+
+def encode_cursor(last_id: str) -> str:
+    """Return an opaque cursor that resumes a listing after ``last_id``."""
+    return base64.urlsafe_b64encode(last_id.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> str | None:
+    """Return the id a cursor resumes after, or raise :class:`InvalidInput` for a bad one."""
+    if not cursor:
+        return None
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        return base64.urlsafe_b64decode(padded.encode()).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        raise InvalidInput(
+            "The cursor is not one this API returned; pass next_cursor from the previous page."
+        ) from exc

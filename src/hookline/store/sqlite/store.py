@@ -1,0 +1,672 @@
+"""The embedded store: everything in one SQLite file in WAL mode."""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from hookline.errors import Conflict, NotFound, StoreUnavailable
+from hookline.ids import new_id
+from hookline.models import (
+    AcceptedEvent,
+    Attempt,
+    AttemptVerdict,
+    ClaimedDelivery,
+    DeadLetter,
+    Delivery,
+    DeliveryStatus,
+    Endpoint,
+    Event,
+    NewEvent,
+    Page,
+    Stats,
+)
+from hookline.store.base import (
+    LEASE_MARGIN_SECONDS,
+    DeadLetterFilter,
+    DeliveryFilter,
+    IdempotencyKey,
+    Purged,
+    decode_cursor,
+    encode_cursor,
+)
+from hookline.store.sqlite.connection import Readers, Writer, connect, migrate
+from hookline.store.sqlite.rows import (
+    ATTEMPT_COLUMNS,
+    DEAD_LETTER_COLUMNS,
+    DELIVERY_COLUMNS,
+    ENDPOINT_COLUMNS,
+    attempt_from_row,
+    dead_letter_from_row,
+    delivery_from_row,
+    endpoint_from_row,
+    endpoint_values,
+)
+from hookline.subscriptions import Subscription
+
+# Claims read a few more due rows than they need, so that skipping endpoints that are at their
+# concurrency cap still leaves enough work for the free slots.
+CLAIM_OVERSCAN = 4
+
+_ENDPOINT_FIELDS = {
+    "url",
+    "secret",
+    "events",
+    "enabled",
+    "max_retries",
+    "timeout_seconds",
+    "description",
+    "metadata",
+    "headers",
+}
+_JSON_FIELDS = {"events", "metadata", "headers"}
+
+
+class SQLiteStore:
+    """A :class:`~hookline.store.base.Store` in one SQLite database file."""
+
+    def __init__(self, path: Path, synchronous: str = "full") -> None:
+        self.path = path
+        self.description = f"SQLite database {path.resolve()} (synchronous={synchronous})"
+        self._synchronous = synchronous
+        self._writer = Writer(path, synchronous)
+        self._readers = Readers(path, synchronous)
+        self._subscriptions: dict[tuple[str, str], Subscription] = {}
+
+    # Lifecycle
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = connect(self.path, self._synchronous)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"Cannot open SQLite database {self.path}: {exc}.") from exc
+        try:
+            migrate(conn)
+        finally:
+            conn.close()
+        self._writer.start()
+
+    async def close(self) -> None:
+        self._writer.stop()
+        self._readers.close()
+
+    async def ping(self) -> None:
+        await self._readers.run(lambda conn: conn.execute("SELECT 1").fetchone())
+
+    # Endpoints
+
+    async def create_endpoint(self, endpoint: Endpoint) -> Endpoint:
+        def insert(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                f"INSERT INTO endpoints ({ENDPOINT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                endpoint_values(endpoint),
+            )
+
+        await self._writer.run(insert)
+        return endpoint
+
+    async def get_endpoint(self, endpoint_id: str) -> Endpoint:
+        return await self._readers.run(_fetch_endpoint, endpoint_id)
+
+    async def list_endpoints(self, cursor: str | None, limit: int) -> Page:
+        after = decode_cursor(cursor) or ""
+        rows = await self._readers.run(
+            lambda conn: conn.execute(
+                f"SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE id > ? ORDER BY id LIMIT ?",
+                (after, limit + 1),
+            ).fetchall()
+        )
+        return _page([endpoint_from_row(row) for row in rows], limit)
+
+    async def update_endpoint(
+        self, endpoint_id: str, changes: dict[str, Any], now: float
+    ) -> Endpoint:
+        unknown = set(changes) - _ENDPOINT_FIELDS
+        if unknown:
+            raise ValueError(f"not endpoint fields: {sorted(unknown)}")
+
+        def update(conn: sqlite3.Connection) -> Endpoint:
+            _fetch_endpoint(conn, endpoint_id)
+            values = {
+                name: orjson.dumps(value).decode() if name in _JSON_FIELDS else value
+                for name, value in changes.items()
+            }
+            values["updated_at"] = now
+            assignments = ", ".join(f"{name} = ?" for name in values)
+            conn.execute(
+                f"UPDATE endpoints SET {assignments} WHERE id = ?",
+                (*values.values(), endpoint_id),
+            )
+            return _fetch_endpoint(conn, endpoint_id)
+
+        return await self._writer.run(update)
+
+    async def delete_endpoint(self, endpoint_id: str, now: float) -> None:
+        def delete(conn: sqlite3.Connection) -> None:
+            _fetch_endpoint(conn, endpoint_id)
+            conn.execute(
+                "UPDATE deliveries SET status = 'failed', next_attempt_at = NULL, "
+                "lease_token = NULL, last_error = 'The endpoint was deleted.', updated_at = ? "
+                "WHERE endpoint_id = ? AND status = 'pending'",
+                (now, endpoint_id),
+            )
+            conn.execute("DELETE FROM dead_letters WHERE endpoint_id = ?", (endpoint_id,))
+            conn.execute("DELETE FROM endpoints WHERE id = ?", (endpoint_id,))
+
+        await self._writer.run(delete)
+
+    # Events and fan-out
+
+    async def accept_events(
+        self, events: Sequence[NewEvent], idempotency: IdempotencyKey | None, now: float
+    ) -> list[AcceptedEvent]:
+        return await self._writer.run(self._accept, list(events), idempotency, now)
+
+    def _accept(
+        self,
+        conn: sqlite3.Connection,
+        events: list[NewEvent],
+        idempotency: IdempotencyKey | None,
+        now: float,
+    ) -> list[AcceptedEvent]:
+        if idempotency is not None:
+            repeat = _idempotent_repeat(conn, idempotency)
+            if repeat is not None:
+                return repeat
+
+        endpoints = self._enabled_subscriptions(conn)
+        accepted = []
+        for event in events:
+            try:
+                conn.execute(
+                    "INSERT INTO events (id, event_type, created_at, body) VALUES (?, ?, ?, ?)",
+                    (event.id, event.event_type, event.created_at, event.body),
+                )
+            except sqlite3.IntegrityError as exc:
+                raise Conflict(
+                    f"An event with id {event.id!r} already exists; choose another id, or send "
+                    "an Idempotency-Key header to make repeats safe.",
+                    code="event_exists",
+                ) from exc
+            deliveries = [
+                _new_delivery(event, endpoint_id, now)
+                for endpoint_id, subscription in endpoints
+                if subscription.matches(event.event_type)
+            ]
+            conn.executemany(
+                f"INSERT INTO deliveries ({DELIVERY_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                [_delivery_values(d) for d in deliveries],
+            )
+            accepted.append(AcceptedEvent(event.id, deliveries, created=True))
+
+        if idempotency is not None:
+            conn.execute(
+                "INSERT INTO idempotency_keys (key, request_hash, event_ids, created_at) "
+                "VALUES (?, ?, ?, ?)",
+                (
+                    idempotency.key,
+                    idempotency.request_hash,
+                    orjson.dumps([a.event_id for a in accepted]).decode(),
+                    now,
+                ),
+            )
+        return accepted
+
+    def _enabled_subscriptions(self, conn: sqlite3.Connection) -> list[tuple[str, Subscription]]:
+        rows = conn.execute("SELECT id, events FROM endpoints WHERE enabled = 1").fetchall()
+        found = []
+        for endpoint_id, patterns in rows:
+            key = (endpoint_id, patterns)
+            subscription = self._subscriptions.get(key)
+            if subscription is None:
+                subscription = Subscription(orjson.loads(patterns))
+                self._subscriptions[key] = subscription
+            found.append((endpoint_id, subscription))
+        if len(self._subscriptions) > 4 * len(rows) + 64:
+            # Endpoints changed their patterns or went away; forget the stale compilations.
+            live = {(endpoint_id, patterns) for endpoint_id, patterns in rows}
+            self._subscriptions = {k: v for k, v in self._subscriptions.items() if k in live}
+        return found
+
+    async def get_event(self, event_id: str) -> tuple[Event, list[Delivery]]:
+        def fetch(conn: sqlite3.Connection) -> tuple[Event, list[Delivery]]:
+            row = conn.execute(
+                "SELECT id, event_type, created_at, body FROM events WHERE id = ?", (event_id,)
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"No event has id {event_id!r}.")
+            deliveries = conn.execute(
+                f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE event_id = ? ORDER BY id",
+                (event_id,),
+            ).fetchall()
+            return Event(*row), [delivery_from_row(d) for d in deliveries]
+
+        return await self._readers.run(fetch)
+
+    # The delivery engine
+
+    async def claim_due(
+        self, now: float, limit: int, busy: Mapping[str, int], per_endpoint: int
+    ) -> list[ClaimedDelivery]:
+        return await self._writer.run(_claim, now, limit, dict(busy), per_endpoint)
+
+    async def record_verdicts(self, verdicts: Sequence[AttemptVerdict]) -> list[bool]:
+        return await self._writer.run(_record, list(verdicts))
+
+    async def release(self, claims: Sequence[ClaimedDelivery], now: float) -> None:
+        def give_back(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "UPDATE deliveries SET lease_token = NULL, next_attempt_at = ?, "
+                "attempt_count = attempt_count - 1, updated_at = ? "
+                "WHERE id = ? AND lease_token = ?",
+                [(now, now, c.delivery_id, c.lease_token) for c in claims],
+            )
+
+        await self._writer.run(give_back)
+
+    async def next_due_at(self) -> float | None:
+        row = await self._readers.run(
+            lambda conn: conn.execute(
+                "SELECT MIN(next_attempt_at) FROM deliveries WHERE status = 'pending'"
+            ).fetchone()
+        )
+        return None if row is None else row[0]
+
+    async def count_pending(self) -> int:
+        row = await self._readers.run(
+            lambda conn: conn.execute(
+                "SELECT COUNT(*) FROM deliveries WHERE status = 'pending'"
+            ).fetchone()
+        )
+        return int(row[0])
+
+    # Tracking
+
+    async def get_delivery(self, delivery_id: str) -> tuple[Delivery, list[Attempt]]:
+        def fetch(conn: sqlite3.Connection) -> tuple[Delivery, list[Attempt]]:
+            delivery = _fetch_delivery(conn, delivery_id)
+            attempts = conn.execute(
+                f"SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE delivery_id = ? ORDER BY number",
+                (delivery_id,),
+            ).fetchall()
+            return delivery, [attempt_from_row(a) for a in attempts]
+
+        return await self._readers.run(fetch)
+
+    async def list_deliveries(
+        self, where: DeliveryFilter, cursor: str | None, limit: int
+    ) -> Page:
+        clauses, params = ["id > ?"], [decode_cursor(cursor) or ""]
+        for column, value in (
+            ("event_id", where.event_id),
+            ("endpoint_id", where.endpoint_id),
+            ("status", where.status),
+        ):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(str(value))
+        sql = (
+            f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE {' AND '.join(clauses)} "
+            "ORDER BY id LIMIT ?"
+        )
+        rows = await self._readers.run(lambda conn: conn.execute(sql, (*params, limit + 1)).fetchall())
+        return _page([delivery_from_row(row) for row in rows], limit)
+
+    async def retry_delivery(self, delivery_id: str, now: float) -> Delivery:
+        def retry(conn: sqlite3.Connection) -> Delivery:
+            delivery = _fetch_delivery(conn, delivery_id)
+            if delivery.status is DeliveryStatus.PENDING:
+                if delivery.leased:
+                    raise Conflict(
+                        f"Delivery {delivery_id} is being attempted right now; "
+                        "look at it again when the attempt has finished.",
+                        code="delivery_in_flight",
+                    )
+                conn.execute(
+                    "UPDATE deliveries SET next_attempt_at = ?, updated_at = ? WHERE id = ?",
+                    (now, now, delivery_id),
+                )
+                return _fetch_delivery(conn, delivery_id)
+            conn.execute("DELETE FROM dead_letters WHERE delivery_id = ?", (delivery_id,))
+            return _new_round(conn, delivery.event_id, delivery.endpoint_id, now)
+
+        return await self._writer.run(retry)
+
+    # Dead-letter queue
+
+    async def list_dead_letters(
+        self, where: DeadLetterFilter, cursor: str | None, limit: int
+    ) -> Page:
+        clauses, params = _dead_letter_clauses(where)
+        clauses.append("d.id > ?")
+        params.append(decode_cursor(cursor) or "")
+        sql = (
+            f"SELECT {DEAD_LETTER_COLUMNS} FROM dead_letters d JOIN events e "
+            f"ON e.id = d.event_id WHERE {' AND '.join(clauses)} ORDER BY d.id LIMIT ?"
+        )
+        rows = await self._readers.run(lambda conn: conn.execute(sql, (*params, limit + 1)).fetchall())
+        return _page([dead_letter_from_row(row) for row in rows], limit)
+
+    async def get_dead_letter(self, dead_letter_id: str) -> DeadLetter:
+        return await self._readers.run(_fetch_dead_letter, dead_letter_id)
+
+    async def replay_dead_letter(self, dead_letter_id: str, now: float) -> Delivery:
+        def replay(conn: sqlite3.Connection) -> Delivery:
+            message = _fetch_dead_letter(conn, dead_letter_id)
+            return _replay(conn, message, now)
+
+        return await self._writer.run(replay)
+
+    async def replay_dead_letters(
+        self, where: DeadLetterFilter, limit: int, now: float
+    ) -> list[Delivery]:
+        clauses, params = _dead_letter_clauses(where)
+        sql = (
+            f"SELECT {DEAD_LETTER_COLUMNS} FROM dead_letters d JOIN events e "
+            f"ON e.id = d.event_id JOIN endpoints p ON p.id = d.endpoint_id "
+            f"WHERE p.enabled = 1 AND {' AND '.join(clauses)} ORDER BY d.id LIMIT ?"
+        )
+
+        def replay(conn: sqlite3.Connection) -> list[Delivery]:
+            rows = conn.execute(sql, (*params, limit)).fetchall()
+            return [_replay(conn, dead_letter_from_row(row), now) for row in rows]
+
+        return await self._writer.run(replay)
+
+    async def delete_dead_letter(self, dead_letter_id: str) -> None:
+        def delete(conn: sqlite3.Connection) -> None:
+            if conn.execute("DELETE FROM dead_letters WHERE id = ?", (dead_letter_id,)).rowcount == 0:
+                raise NotFound(f"No dead-letter message has id {dead_letter_id!r}.")
+
+        await self._writer.run(delete)
+
+    # Housekeeping
+
+    async def purge_expired(self, now: float, idempotency_cutoff: float) -> Purged:
+        def purge(conn: sqlite3.Connection) -> Purged:
+            letters = conn.execute("DELETE FROM dead_letters WHERE expires_at <= ?", (now,))
+            keys = conn.execute(
+                "DELETE FROM idempotency_keys WHERE created_at < ?", (idempotency_cutoff,)
+            )
+            return Purged(letters.rowcount, keys.rowcount)
+
+        return await self._writer.run(purge)
+
+    async def stats(self, now: float) -> Stats:
+        def count(conn: sqlite3.Connection) -> Stats:
+            by_status = dict(
+                conn.execute("SELECT status, COUNT(*) FROM deliveries GROUP BY status").fetchall()
+            )
+            in_flight = conn.execute(
+                "SELECT COUNT(*) FROM deliveries WHERE status = 'pending' "
+                "AND lease_token IS NOT NULL AND next_attempt_at > ?",
+                (now,),
+            ).fetchone()[0]
+            letters = conn.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]
+            endpoints, enabled = conn.execute(
+                "SELECT COUNT(*), COALESCE(SUM(enabled), 0) FROM endpoints"
+            ).fetchone()
+            return Stats(
+                pending=by_status.get("pending", 0),
+                in_flight=in_flight,
+                delivered=by_status.get("delivered", 0),
+                failed=by_status.get("failed", 0),
+                dead_letters=letters,
+                endpoints=endpoints,
+                endpoints_enabled=enabled,
+            )
+
+        return await self._readers.run(count)
+
+
+# The functions below run on the writer or a reader thread, inside a transaction.
+
+
+def _page(items: list[Any], limit: int) -> Page:
+    if len(items) > limit:
+        return Page(items[:limit], encode_cursor(items[limit - 1].id))
+    return Page(items, None)
+
+
+def _fetch_endpoint(conn: sqlite3.Connection, endpoint_id: str) -> Endpoint:
+    row = conn.execute(
+        f"SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE id = ?", (endpoint_id,)
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"No endpoint has id {endpoint_id!r}.")
+    return endpoint_from_row(row)
+
+
+def _fetch_delivery(conn: sqlite3.Connection, delivery_id: str) -> Delivery:
+    row = conn.execute(
+        f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = ?", (delivery_id,)
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"No delivery has id {delivery_id!r}.")
+    return delivery_from_row(row)
+
+
+def _fetch_dead_letter(conn: sqlite3.Connection, dead_letter_id: str) -> DeadLetter:
+    row = conn.execute(
+        f"SELECT {DEAD_LETTER_COLUMNS} FROM dead_letters d JOIN events e ON e.id = d.event_id "
+        "WHERE d.id = ?",
+        (dead_letter_id,),
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"No dead-letter message has id {dead_letter_id!r}.")
+    return dead_letter_from_row(row)
+
+
+def _dead_letter_clauses(where: DeadLetterFilter) -> tuple[list[str], list[Any]]:
+    clauses: list[str] = ["1 = 1"]
+    params: list[Any] = []
+    if where.endpoint_id is not None:
+        clauses.append("d.endpoint_id = ?")
+        params.append(where.endpoint_id)
+    if where.event_type is not None:
+        clauses.append("d.event_type = ?")
+        params.append(where.event_type)
+    return clauses, params
+
+
+def _new_delivery(event: NewEvent | Event, endpoint_id: str, now: float) -> Delivery:
+    return Delivery(
+        id=new_id("dlv"),
+        event_id=event.id,
+        endpoint_id=endpoint_id,
+        status=DeliveryStatus.PENDING,
+        attempt_count=0,
+        next_attempt_at=now,
+        leased=False,
+        last_error=None,
+        created_at=now,
+        updated_at=now,
+        event_type=event.event_type,
+    )
+
+
+def _delivery_values(delivery: Delivery) -> tuple[Any, ...]:
+    return (
+        delivery.id,
+        delivery.event_id,
+        delivery.endpoint_id,
+        str(delivery.status),
+        delivery.attempt_count,
+        delivery.next_attempt_at,
+        None,
+        delivery.last_error,
+        delivery.created_at,
+        delivery.updated_at,
+        delivery.delivered_at,
+        delivery.event_type,
+    )
+
+
+def _idempotent_repeat(
+    conn: sqlite3.Connection, idempotency: IdempotencyKey
+) -> list[AcceptedEvent] | None:
+    row = conn.execute(
+        "SELECT request_hash, event_ids FROM idempotency_keys WHERE key = ?", (idempotency.key,)
+    ).fetchone()
+    if row is None:
+        return None
+    if row[0] != idempotency.request_hash:
+        raise Conflict(
+            "This Idempotency-Key was already used with a different request body; "
+            "use a new key for a new request.",
+            code="idempotency_key_reused",
+        )
+    repeated = []
+    for event_id in orjson.loads(row[1]):
+        rows = conn.execute(
+            f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE event_id = ? ORDER BY id",
+            (event_id,),
+        ).fetchall()
+        repeated.append(AcceptedEvent(event_id, [delivery_from_row(r) for r in rows], False))
+    return repeated
+
+
+def _new_round(conn: sqlite3.Connection, event_id: str, endpoint_id: str, now: float) -> Delivery:
+    row = conn.execute(
+        "SELECT id, event_type, created_at, body FROM events WHERE id = ?", (event_id,)
+    ).fetchone()
+    endpoint = _fetch_endpoint(conn, endpoint_id)
+    if not endpoint.enabled:
+        raise Conflict(
+            f"Endpoint {endpoint_id} is disabled; enable it before delivering to it again.",
+            code="endpoint_disabled",
+        )
+    delivery = _new_delivery(Event(*row), endpoint_id, now)
+    conn.execute(
+        f"INSERT INTO deliveries ({DELIVERY_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+        _delivery_values(delivery),
+    )
+    return delivery
+
+
+def _replay(conn: sqlite3.Connection, message: DeadLetter, now: float) -> Delivery:
+    delivery = _new_round(conn, message.event_id, message.endpoint_id, now)
+    conn.execute("DELETE FROM dead_letters WHERE id = ?", (message.id,))
+    return delivery
+
+
+def _claim(
+    conn: sqlite3.Connection, now: float, limit: int, busy: dict[str, int], per_endpoint: int
+) -> list[ClaimedDelivery]:
+    skip = [endpoint_id for endpoint_id, count in busy.items() if count >= per_endpoint]
+    skip_sql = f"AND d.endpoint_id NOT IN ({','.join('?' * len(skip))})" if skip else ""
+    rows = conn.execute(
+        "SELECT d.id, d.event_id, d.event_type, v.body, d.endpoint_id, e.url, e.secret, "
+        "e.timeout_seconds, e.headers, e.max_retries, d.attempt_count, d.created_at "
+        "FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id "
+        "JOIN events v ON v.id = d.event_id "
+        f"WHERE d.status = 'pending' AND d.next_attempt_at <= ? AND e.enabled = 1 {skip_sql} "
+        "ORDER BY d.next_attempt_at LIMIT ?",
+        (now, *skip, limit * CLAIM_OVERSCAN),
+    ).fetchall()
+
+    claims: list[ClaimedDelivery] = []
+    for row in rows:
+        endpoint_id = row[4]
+        if busy.get(endpoint_id, 0) >= per_endpoint:
+            continue
+        busy[endpoint_id] = busy.get(endpoint_id, 0) + 1
+        claims.append(
+            ClaimedDelivery(
+                delivery_id=row[0],
+                event_id=row[1],
+                event_type=row[2],
+                body=row[3],
+                endpoint_id=endpoint_id,
+                url=row[5],
+                secret=row[6],
+                timeout_seconds=row[7],
+                headers=orjson.loads(row[8]),
+                max_retries=row[9],
+                attempt=row[10] + 1,
+                lease_token=uuid.uuid4().hex,
+                accepted_at=row[11],
+            )
+        )
+        if len(claims) == limit:
+            break
+
+    conn.executemany(
+        "UPDATE deliveries SET lease_token = ?, attempt_count = ?, next_attempt_at = ?, "
+        "updated_at = ? WHERE id = ?",
+        [
+            (
+                c.lease_token,
+                c.attempt,
+                now + c.timeout_seconds + LEASE_MARGIN_SECONDS,
+                now,
+                c.delivery_id,
+            )
+            for c in claims
+        ],
+    )
+    return claims
+
+
+def _record(conn: sqlite3.Connection, verdicts: list[AttemptVerdict]) -> list[bool]:
+    applied = []
+    for verdict in verdicts:
+        claim, result = verdict.claim, verdict.result
+        finished_at = result.started_at + result.duration_ms / 1000
+        delivered_at = finished_at if verdict.status is DeliveryStatus.DELIVERED else None
+        updated = conn.execute(
+            "UPDATE deliveries SET status = ?, next_attempt_at = ?, lease_token = NULL, "
+            "last_error = ?, updated_at = ?, delivered_at = ? WHERE id = ? AND lease_token = ?",
+            (
+                str(verdict.status),
+                verdict.next_attempt_at,
+                result.error,
+                finished_at,
+                delivered_at,
+                claim.delivery_id,
+                claim.lease_token,
+            ),
+        )
+        if updated.rowcount == 0:
+            applied.append(False)
+            continue
+        conn.execute(
+            f"INSERT OR REPLACE INTO attempts ({ATTEMPT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
+            (
+                claim.delivery_id,
+                claim.attempt,
+                result.started_at,
+                result.duration_ms,
+                str(result.outcome),
+                result.status_code,
+                result.error,
+                result.response_body,
+                int(result.response_truncated),
+            ),
+        )
+        if verdict.dead_letter_expires_at is not None:
+            conn.execute(
+                "INSERT OR REPLACE INTO dead_letters (id, delivery_id, event_id, endpoint_id, "
+                "event_type, endpoint_url, failure_reason, attempts, created_at, expires_at) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (
+                    new_id("dlq"),
+                    claim.delivery_id,
+                    claim.event_id,
+                    claim.endpoint_id,
+                    claim.event_type,
+                    claim.url,
+                    result.error or "unknown failure",
+                    claim.attempt,
+                    finished_at,
+                    verdict.dead_letter_expires_at,
+                ),
+            )
+        applied.append(True)
+    return applied
