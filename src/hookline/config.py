@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     webhook_default_timeout: float = Field(
         30.0, gt=0, le=300, description="seconds, more than 0 and at most 300"
     )
+    webhook_lease_margin_seconds: float = Field(
+        30.0, ge=1, le=3600, description="seconds from 1 to 3600"
+    )
     webhook_allowed_networks: str = Field(
         "", description="comma-separated CIDRs such as 127.0.0.0/8,::1/128"
     )
@@ -122,7 +125,8 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, YamlFilesSource(settings_cls, env_settings))
+        yaml_files = YamlFilesSource(settings_cls, init_settings, env_settings)
+        return (init_settings, env_settings, yaml_files)
 
     # Derived values, computed here so the rest of the code never re-parses a setting.
 
@@ -188,11 +192,14 @@ class YamlFilesSource(PydanticBaseSettingsSource):
     """Reads ``webhooks.yaml``, ``retry.yaml`` and ``queue.yaml`` from the config directory."""
 
     def __init__(
-        self, settings_cls: type[BaseSettings], env_settings: PydanticBaseSettingsSource
+        self,
+        settings_cls: type[BaseSettings],
+        *earlier_sources: PydanticBaseSettingsSource,
     ) -> None:
         super().__init__(settings_cls)
-        # The config directory itself may come from the environment.
-        self._config_dir = Path(env_settings().get("hookline_config_dir") or "config")
+        # The config directory itself comes from the sources that outrank the files.
+        found = [source().get("hookline_config_dir") for source in earlier_sources]
+        self._config_dir = Path(next((d for d in found if d), "config"))
 
     def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
         return None, field_name, False

@@ -12,7 +12,9 @@ It acts twice:
   syntax and every address its host resolves to, so the caller gets a clear 422 at once;
 * when a delivery connects, :meth:`DestinationPolicy.resolver` checks the addresses aiohttp is
   about to connect to. A name can resolve to a public address at registration and to
-  127.0.0.1 a minute later (DNS rebinding), so only this second check is binding.
+  127.0.0.1 a minute later (DNS rebinding), so only this second check is binding. aiohttp
+  does not consult a resolver for a host written as an IP address, so the sender also runs
+  :meth:`DestinationPolicy.check_url`, which judges such hosts, before each attempt.
 
 Link-local ranges (169.254.0.0/16 and fe80::/10) stay blocked even when an allowed network
 covers them, because they hold cloud metadata services whose credentials must never leak.
@@ -71,8 +73,8 @@ _IPV4_MASK = (1 << _IPV4_BITS) - 1
 # translator uses the /96 layout, the one layout whose IPv4 address we can read for certain.
 _NAT64_LOCAL_USE_MIDDLE_MASK = (1 << (96 - 48)) - 1
 
-# Ranges that ipaddress in Python 3.11 does not count as non-global, or counts inconsistently
-# across patch releases; they are checked by hand so the verdict does not depend on the patch.
+# Ranges the flags of ipaddress do not refuse reliably: in Python 3.11 100.64.0.0/10 is neither
+# private nor global, and the two IPv6 ranges are newer than its tables (is_global is True).
 _NEVER_GLOBAL: tuple[IPNetwork, ...] = (
     ipaddress.ip_network("100.64.0.0/10"),  # shared address space, RFC 6598
     _NAT64_LOCAL_USE,
@@ -108,7 +110,7 @@ _KINDS: tuple[tuple[IPNetwork, str], ...] = tuple(
         ("2001:2::/48", "a benchmarking address"),
         ("2001:db8::/32", "a documentation address"),
         ("3fff::/20", "a documentation address"),
-        ("fc00::/7", "a unique local (private) address"),
+        ("fc00::/7", "a private (unique local) address"),
         ("fe80::/10", "a link-local address"),
         ("fec0::/10", "a site-local address"),
         ("ff00::/8", "a multicast address"),
@@ -119,6 +121,7 @@ _KINDS: tuple[tuple[IPNetwork, str], ...] = tuple(
 # labels, with at most one trailing dot. Anything else (such as '%') is refused rather than
 # guessed at, because parsers disagree about what it means.
 _HOSTNAME = re.compile(r"[a-z0-9_-]+(\.[a-z0-9_-]+)*\.?")
+_AUTHORITY = re.compile(r"[^/?#]*")
 _NUMERIC_LABEL = re.compile(r"[0-9]+|0[xX][0-9a-fA-F]*")
 
 
@@ -424,8 +427,11 @@ def _target_of(url: str, parsed: URL) -> _Target:
         raise InvalidEndpointURL(
             "Endpoint URL has no host; write it in full, such as https://example.com/webhooks."
         )
-    authority = parsed.raw_authority
-    if "@" in authority:
+    # The authority as written, because yarl forgets an empty user name ("https://@host/")
+    # and the brackets around an IPvFuture literal ("http://[v1.x]/").
+    written_authority = _AUTHORITY.match(url.partition("://")[2])
+    authority = written_authority.group() if written_authority else ""
+    if "@" in authority or parsed.raw_user is not None or parsed.raw_password is not None:
         raise InvalidEndpointURL(
             "Endpoint URL contains credentials (a user name or password before '@'); hookline "
             "does not send them, so remove them from the URL and have the receiver check the "
@@ -440,9 +446,8 @@ def _target_of(url: str, parsed: URL) -> _Target:
 
     if ":" in lookup_host:
         return _Target(host, lookup_host, port, _parse_ipv6_literal(host))
-    # yarl quietly drops the brackets around an IPvFuture literal such as [v1.x] and treats
-    # what is left as a host name; nothing but an IPv6 address belongs in brackets.
-    if url.partition("://")[2].startswith("["):
+    # yarl would treat the inside of [v1.x] as a host name; only IPv6 belongs in brackets.
+    if authority.startswith("["):
         raise InvalidEndpointURL(
             f"Endpoint URL host [{host}] is not an IPv6 address; only IPv6 addresses go in "
             "brackets."

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+from types import FrameType
+
 import uvicorn
 
 from hookline.api.app import create_app
@@ -22,4 +25,13 @@ def serve(settings: Settings) -> None:
         server_header=False,
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) + 1,
     )
+    # uvicorn shuts down gracefully on these signals and then raises them again against the
+    # handlers that were installed before it started. With these no-op handlers in place that
+    # second delivery changes nothing, so a clean shutdown exits 0 as a service manager expects.
+    for handled in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(handled, _already_handled)
     uvicorn.Server(config).run()
+
+
+def _already_handled(signum: int, frame: FrameType | None) -> None:
+    """Ignore a signal that uvicorn has already acted on."""

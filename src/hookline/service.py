@@ -38,15 +38,12 @@ class Service:
         self.policies = settings.retry_policies()
         self.engine = DeliveryEngine(
             self.store,
-            Sender(
-                self.destinations,
-                max_connections=settings.webhook_worker_count,
-                per_host_connections=settings.webhook_endpoint_concurrency,
-            ),
+            Sender(self.destinations, max_connections=settings.webhook_worker_count),
             self.policies,
             worker_count=settings.webhook_worker_count,
             per_endpoint=settings.webhook_endpoint_concurrency,
             dlq_retention_days=settings.dlq_retention_days,
+            lease_margin_seconds=settings.webhook_lease_margin_seconds,
         )
         self.intake = Intake(self.store, settings.webhook_max_queue_size, self.engine.wake)
         self.api_keys: ApiKeys | None = None

@@ -44,10 +44,19 @@ class LoadTestError(Exception):
 
 
 class Deadline:
-    """The wall-clock budget of the whole run, shared by every phase."""
+    """The wall-clock budget of the whole run, shared by every phase.
+
+    Every wait in the run checks it, so cutting it short is how a signal stops the run while
+    still letting it report what it measured.
+    """
 
     def __init__(self, seconds: float) -> None:
         self.ends_at = time.monotonic() + seconds
+        self.reason = f"the --timeout of {seconds:g} s ran out"
+
+    def cut_short(self, reason: str) -> None:
+        self.ends_at = time.monotonic()
+        self.reason = reason
 
     def remaining(self) -> float:
         return max(0.0, self.ends_at - time.monotonic())
@@ -143,7 +152,7 @@ class ServerProcess:
         """Poll ``GET /health`` until it answers 200; raise if the server dies or never does."""
         give_up_at = time.monotonic() + min(SERVER_START_SECONDS, deadline.remaining())
         last_problem = "no answer yet"
-        while time.monotonic() < give_up_at:
+        while time.monotonic() < give_up_at and not deadline.expired():
             if self.exited():
                 raise self.died_error("starting")
             try:
@@ -170,6 +179,17 @@ class ServerProcess:
         for proc in tree:
             total_kb += read_vm_hwm_kb(proc.pid) or 0
         return (total_kb * BYTES_PER_KB / BYTES_PER_MB if total_kb else None), len(tree)
+
+    def describe_exit(self, code: int | None) -> str:
+        """A reader's account of how the server ended, for the log of the run."""
+        if code is None:
+            return f"did not exit within {SERVER_STOP_SECONDS:.0f} s of SIGTERM and was killed"
+        if code < 0:
+            return (
+                f"ended by signal {signal.Signals(-code).name} (status {code}) instead of "
+                "exiting with 0 after its shutdown"
+            )
+        return f"exited with code {code}"
 
     async def stop(self) -> int | None:
         """SIGTERM, then wait a bounded time; a server that will not stop is killed (None)."""

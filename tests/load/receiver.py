@@ -340,6 +340,9 @@ async def serve_parent(conn: Connection, port: int, core: int | None, fail_rate:
     stopped = loop.create_future()
 
     def on_command() -> None:
+        # The loop may have made the pipe non-blocking when it started watching it; a report
+        # of many thousand receipts must still go out whole.
+        os.set_blocking(conn.fileno(), True)
         try:
             command = conn.recv()
         except (EOFError, OSError):

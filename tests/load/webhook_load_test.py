@@ -25,6 +25,7 @@ import math
 import multiprocessing
 import os
 import secrets
+import signal
 import sys
 import tempfile
 import threading
@@ -64,6 +65,7 @@ CEILING_PATH = "/ceiling"
 CEILING_MAX_SECONDS = 15.0
 RECEIVER_START_SECONDS = 15.0
 RECEIVER_STOP_SECONDS = 5.0
+RECEIVER_ANSWER_SECONDS = 30.0
 PROGRESS_POLL_SECONDS = 0.2
 PROGRESS_PRINT_SECONDS = 5.0
 STALL_SECONDS = 60.0
@@ -209,6 +211,11 @@ class ReceiverHandle:
     def ask(self, *command: Any) -> Any:
         with self.lock:
             self.conn.send(command)
+            if not self.conn.poll(RECEIVER_ANSWER_SECONDS):
+                raise LoadTestError(
+                    f"The receiver did not answer {command[0]!r} within "
+                    f"{RECEIVER_ANSWER_SECONDS:.0f} s; it may have crashed."
+                )
             return self.conn.recv()
 
     async def ask_async(self, *command: Any) -> Any:
@@ -289,7 +296,7 @@ async def measure_ceiling(
 
     async def send_until_done(session: aiohttp.ClientSession) -> None:
         while result.sent < count:
-            if time.monotonic() >= stop_at:
+            if time.monotonic() >= stop_at or deadline.expired():
                 result.time_capped = True
                 return
             result.sent += 1
@@ -355,6 +362,7 @@ class HooklineResult:
     unmatched: int = 0
     max_send_lag_ms: float | None = None
     server_exit_code: int | None = None
+    server_stop_seconds: float | None = None
     incomplete_reason: str | None = None
 
 
@@ -377,8 +385,11 @@ async def run_hookline(
         finally:
             # Read the peak before SIGTERM: once the process is gone, /proc forgets it.
             result.peak_rss_mb, result.server_processes = server.peak_rss_mb()
+            stop_started = time.monotonic()
             result.server_exit_code = await server.stop()
+            result.server_stop_seconds = time.monotonic() - stop_started
             if result.server_exit_code != 0:
+                progress(f"server {server.describe_exit(result.server_exit_code)}")
                 progress(
                     f"server exit code {result.server_exit_code}; its stderr ends with:\n"
                     f"{server.stderr_tail()}"
@@ -458,7 +469,7 @@ async def wait_for_deliveries(
         if server.exited():
             return f"the server exited with code {server.process.returncode} during the run"
         if deadline.expired():
-            return "--timeout reached"
+            return deadline.reason
         if ingest_over and now - last_change > STALL_SECONDS:
             return f"no delivery arrived for {STALL_SECONDS:.0f} s"
         await asyncio.sleep(PROGRESS_POLL_SECONDS)
@@ -550,6 +561,26 @@ def build_report(
     }
 
 
+def stop_on_signals(deadline: Deadline) -> None:
+    """Make Ctrl-C or SIGTERM end the run early but in order: server stopped, figures reported.
+
+    A second signal cancels the run outright, for when the orderly stop itself hangs.
+    """
+    loop = asyncio.get_running_loop()
+    main_task = asyncio.current_task()
+    assert main_task is not None
+
+    def on_signal(signum: signal.Signals) -> None:
+        if deadline.expired():
+            main_task.cancel()
+            return
+        progress(f"{signum.name} received: stopping the run and reporting what was measured")
+        deadline.cut_short(f"interrupted by {signum.name}")
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, on_signal, signum)
+
+
 async def run_phases(
     options: argparse.Namespace, receiver_handle: ReceiverHandle, deadline: Deadline
 ) -> dict[str, Any]:
@@ -557,6 +588,7 @@ async def run_phases(
     problems: list[str] = []
     ceiling = None
     hookline = None
+    stop_on_signals(deadline)
 
     if not options.skip_ceiling:
         ceiling = await run_ceiling(receiver_handle, options, deadline)
@@ -564,11 +596,11 @@ async def run_phases(
         if ceiling.answered_ok < ceiling.sent or ceiling.received < ceiling.answered_ok:
             problems.append("some ceiling requests were not answered 200 or not recorded")
         if ceiling.time_capped and deadline.expired():
-            problems.append("--timeout reached during the ceiling phase")
+            problems.append(f"the ceiling phase was cut short: {deadline.reason}")
 
     if not options.skip_hookline:
         if deadline.expired():
-            problems.append("--timeout reached before the hookline phase")
+            problems.append(f"the hookline phase did not start: {deadline.reason}")
         else:
             hookline = await run_hookline(receiver_handle, options, deadline)
             progress(describe_hookline(hookline))
@@ -591,6 +623,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         report = asyncio.run(run_phases(options, receiver_handle, deadline))
     except LoadTestError as exc:
         progress(f"error: {exc}")
+        return EXIT_ERROR
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        progress("interrupted twice: stopped without a report")
         return EXIT_ERROR
     finally:
         receiver_handle.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 import socket
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
@@ -53,7 +54,7 @@ def test_loopback_address__is_blocked(address: str) -> None:
     "address", ["10.0.0.5", "172.16.0.1", "172.31.255.254", "192.168.1.1", "fc00::1", "fd12::1"]
 )
 def test_private_address__is_blocked(address: str) -> None:
-    assert "private address" in refusal_of(DestinationPolicy(), address)
+    assert " is a private " in refusal_of(DestinationPolicy(), address)
 
 
 @pytest.mark.parametrize("address", ["169.254.169.254", "169.254.0.1", "fe80::1", "fe80::1%eth0"])
@@ -419,12 +420,12 @@ def test_bracketed_host_that_is_not_ipv6__is_refused(url: str) -> None:
         "0x7f000001",
         "017700000001",
         "127.0.0.1.",
-        "１２７.０.０.１",
-        "127。0。0。1",
+        "\uff11\uff12\uff17.\uff10.\uff10.\uff11",  # full-width digits
+        "127\u30020\u30020\u30021",  # ideographic full stops
     ],
 )
 def test_url_with_loopback_in_an_odd_ipv4_spelling__is_blocked(host: str) -> None:
-    with pytest.raises(BlockedDestination, match="127.0.0.1") as caught:
+    with pytest.raises(BlockedDestination, match=re.escape("127.0.0.1")) as caught:
         DestinationPolicy().check_url(f"http://{host}:8080/hook")
 
     assert "a loopback address" in caught.value.message
@@ -441,7 +442,7 @@ def test_url_with_odd_ipv4_spelling__is_allowed_when_its_network_is() -> None:
     "host", ["0xa9.0xfe.0xa9.0xfe", "2852039166", "0251.0376.0251.0376", "169.254.43518"]
 )
 def test_url_with_metadata_address_in_an_odd_spelling__is_blocked(host: str) -> None:
-    with pytest.raises(BlockedDestination, match="169.254.169.254"):
+    with pytest.raises(BlockedDestination, match=re.escape("169.254.169.254")):
         DestinationPolicy(EVERYTHING).check_url(f"http://{host}/latest/meta-data/")
 
 
@@ -479,9 +480,7 @@ def test_url_with_a_blocked_ipv6_literal__is_blocked(host: str) -> None:
 
 
 def test_url_with_ipv4_mapped_loopback__is_allowed_by_the_ipv4_loopback_network() -> None:
-    DestinationPolicy(parse_allowed_networks("127.0.0.0/8")).check_url(
-        "http://[::ffff:127.0.0.1]/"
-    )
+    DestinationPolicy(parse_allowed_networks("127.0.0.0/8")).check_url("http://[::ffff:127.0.0.1]/")
 
 
 # Checks that resolve names.
@@ -494,8 +493,13 @@ def fake_dns(monkeypatch: pytest.MonkeyPatch, answers: dict[str, list[str]]) -> 
         if host not in answers:
             raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
         return [
-            (socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_STREAM, 6, "",
-             (address, port))
+            (
+                socket.AF_INET6 if ":" in address else socket.AF_INET,
+                socket.SOCK_STREAM,
+                6,
+                "",
+                (address, port),
+            )
             for address in answers[host]
         ]
 
@@ -527,7 +531,9 @@ async def test_hostname_resolving_to_one_private_among_public_addresses__is_bloc
 ) -> None:
     fake_dns(monkeypatch, {"hooks.example.com": ["93.184.215.14", "10.0.0.5"]})
 
-    with pytest.raises(BlockedDestination, match="resolves to 10.0.0.5, which is a private"):
+    with pytest.raises(
+        BlockedDestination, match=re.escape("resolves to 10.0.0.5, which is a private")
+    ):
         await DestinationPolicy().check_destination("https://hooks.example.com/in")
 
 
@@ -605,10 +611,12 @@ async def post_through_guard(policy: DestinationPolicy, url: str) -> str:
     resolver = policy.resolver()
     try:
         connector = aiohttp.TCPConnector(resolver=resolver)
-        async with aiohttp.ClientSession(connector=connector) as session:
-            async with session.post(url, json={"event": "ping"}) as response:
-                response.raise_for_status()
-                return await response.text()
+        async with (
+            aiohttp.ClientSession(connector=connector) as session,
+            session.post(url, json={"event": "ping"}) as response,
+        ):
+            response.raise_for_status()
+            return await response.text()
     finally:
         await resolver.close()
 
@@ -677,10 +685,12 @@ def test_allowed_networks_setting__accepts_blanks_spaces_and_bare_addresses() ->
 
 @pytest.mark.parametrize("value", ["localhost", "10.0.0.0/33", "10.0.0/8", "::1/129", "10/8"])
 def test_allowed_networks_setting_with_a_bad_entry__names_it(value: str) -> None:
-    with pytest.raises(ValueError, match=f"WEBHOOK_ALLOWED_NETWORKS entry '{value}'"):
+    with pytest.raises(ValueError, match=re.escape(f"WEBHOOK_ALLOWED_NETWORKS entry '{value}'")):
         parse_allowed_networks(f"127.0.0.0/8, {value}")
 
 
 def test_allowed_networks_setting_with_host_bits__suggests_the_network() -> None:
-    with pytest.raises(ValueError, match="host bits set; write the network as 10.0.0.0/8"):
+    with pytest.raises(
+        ValueError, match=re.escape("host bits set; write the network as 10.0.0.0/8")
+    ):
         parse_allowed_networks("10.0.0.5/8")

@@ -42,6 +42,7 @@ class DeliveryEngine:
         worker_count: int,
         per_endpoint: int,
         dlq_retention_days: float,
+        lease_margin_seconds: float,
     ) -> None:
         self._store = store
         self._sender = sender
@@ -49,6 +50,7 @@ class DeliveryEngine:
         self.worker_count = worker_count
         self._per_endpoint = per_endpoint
         self._dlq_retention_days = dlq_retention_days
+        self._lease_margin_seconds = lease_margin_seconds
         self._verdicts = VerdictWriter(store)
         self._wake = asyncio.Event()
         self._stopping = False
@@ -122,7 +124,11 @@ class DeliveryEngine:
         if free <= 0:
             return []
         return await self._store.claim_due(
-            time.time(), min(free, CLAIM_BATCH_MAX), self._busy, self._per_endpoint
+            time.time(),
+            min(free, CLAIM_BATCH_MAX),
+            self._busy,
+            self._per_endpoint,
+            self._lease_margin_seconds,
         )
 
     async def _idle_seconds(self, claimed_some: bool) -> float:

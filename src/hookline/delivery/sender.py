@@ -29,12 +29,9 @@ _SIGNER_CACHE_LIMIT = 10_000
 class Sender:
     """Sends attempts over one shared, keep-alive aiohttp session."""
 
-    def __init__(
-        self, destinations: DestinationPolicy, max_connections: int, per_host_connections: int
-    ) -> None:
+    def __init__(self, destinations: DestinationPolicy, max_connections: int) -> None:
         self._destinations = destinations
         self._max_connections = max_connections
-        self._per_host_connections = per_host_connections
         self._session: aiohttp.ClientSession | None = None
         self._signers: dict[str, Signer] = {}
         self._checked_urls: set[str] = set()
@@ -42,7 +39,9 @@ class Sender:
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(
             limit=self._max_connections,
-            limit_per_host=self._per_host_connections,
+            # No per-host cap here: several endpoints often share one host, and a slow one must
+            # not use up the others' connections. The engine caps attempts per endpoint instead.
+            limit_per_host=0,
             resolver=self._destinations.resolver(),
             ttl_dns_cache=DNS_CACHE_SECONDS,
         )

@@ -29,10 +29,6 @@ from hookline.models import (
     Stats,
 )
 
-LEASE_MARGIN_SECONDS = 30.0
-"""How long past an endpoint's timeout a claim stays leased before another worker may take it."""
-
-
 @dataclass(frozen=True, slots=True)
 class DeliveryFilter:
     event_id: str | None = None
@@ -108,7 +104,12 @@ class Store(Protocol):
     # The delivery engine
 
     async def claim_due(
-        self, now: float, limit: int, busy: Mapping[str, int], per_endpoint: int
+        self,
+        now: float,
+        limit: int,
+        busy: Mapping[str, int],
+        per_endpoint: int,
+        lease_margin_seconds: float,
     ) -> list[ClaimedDelivery]:
         """Lease up to ``limit`` due deliveries, keeping each endpoint within ``per_endpoint``.
 
@@ -116,7 +117,8 @@ class Store(Protocol):
         at the cap are skipped in the query, so their backlog cannot crowd out the others.
 
         Each claim counts as an attempt and carries a fresh lease token; the lease lasts the
-        endpoint's timeout plus :data:`LEASE_MARGIN_SECONDS`.
+        endpoint's timeout plus ``lease_margin_seconds``, after which another worker may take
+        the delivery over.
         """
 
     async def record_verdicts(self, verdicts: Sequence[AttemptVerdict]) -> list[bool]:

@@ -27,7 +27,6 @@ from hookline.models import (
     Stats,
 )
 from hookline.store.base import (
-    LEASE_MARGIN_SECONDS,
     DeadLetterFilter,
     DeliveryFilter,
     IdempotencyKey,
@@ -252,9 +251,16 @@ class SQLiteStore:
     # The delivery engine
 
     async def claim_due(
-        self, now: float, limit: int, busy: Mapping[str, int], per_endpoint: int
+        self,
+        now: float,
+        limit: int,
+        busy: Mapping[str, int],
+        per_endpoint: int,
+        lease_margin_seconds: float,
     ) -> list[ClaimedDelivery]:
-        return await self._writer.run(_claim, now, limit, dict(busy), per_endpoint)
+        return await self._writer.run(
+            _claim, now, limit, dict(busy), per_endpoint, lease_margin_seconds
+        )
 
     async def record_verdicts(self, verdicts: Sequence[AttemptVerdict]) -> list[bool]:
         return await self._writer.run(_record, list(verdicts))
@@ -557,7 +563,12 @@ def _replay(conn: sqlite3.Connection, message: DeadLetter, now: float) -> Delive
 
 
 def _claim(
-    conn: sqlite3.Connection, now: float, limit: int, busy: dict[str, int], per_endpoint: int
+    conn: sqlite3.Connection,
+    now: float,
+    limit: int,
+    busy: dict[str, int],
+    per_endpoint: int,
+    lease_margin_seconds: float,
 ) -> list[ClaimedDelivery]:
     skip = [endpoint_id for endpoint_id, count in busy.items() if count >= per_endpoint]
     skip_sql = f"AND d.endpoint_id NOT IN ({','.join('?' * len(skip))})" if skip else ""
@@ -604,7 +615,7 @@ def _claim(
             (
                 c.lease_token,
                 c.attempt,
-                now + c.timeout_seconds + LEASE_MARGIN_SECONDS,
+                now + c.timeout_seconds + lease_margin_seconds,
                 now,
                 c.delivery_id,
             )
