@@ -9,7 +9,7 @@ from pathlib import Path
 # Let this file work from a checkout even where the package was not installed.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from hookline.cli import main  # noqa: E402
+from hookline.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(["serve"]))

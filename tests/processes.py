@@ -44,7 +44,10 @@ class ServerProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         args = list(command) or [sys.executable, "-m", "hookline", "serve"]
         with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(args, env=self.env, stdout=log, stderr=log)
+            # Popen returns once the child exists; it does not wait for it to run.
+            self.process = subprocess.Popen(  # noqa: ASYNC220
+                args, env=self.env, stdout=log, stderr=log
+            )
         await self.wait_healthy()
 
     async def wait_healthy(self) -> None:
@@ -81,7 +84,9 @@ class ServerProcess:
 
     async def request(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
         headers = {"Authorization": f"Bearer {API_KEY}"}
-        async with aiohttp.ClientSession(headers=headers) as http:
-            async with http.request(method, self.base_url + path, **kwargs) as response:
-                body = await response.json() if response.content_type == "application/json" else None
-                return response.status, body
+        async with (
+            aiohttp.ClientSession(headers=headers) as http,
+            http.request(method, self.base_url + path, **kwargs) as response,
+        ):
+            json_body = response.content_type == "application/json"
+            return response.status, (await response.json() if json_body else None)

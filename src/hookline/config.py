@@ -83,9 +83,7 @@ class Settings(BaseSettings):
     sqlite_synchronous: Literal["full", "normal"] = Field(
         "full", description="full (survives power loss) or normal (survives process crashes)"
     )
-    shutdown_grace_seconds: float = Field(
-        10.0, ge=0, le=600, description="seconds from 0 to 600"
-    )
+    shutdown_grace_seconds: float = Field(10.0, ge=0, le=600, description="seconds from 0 to 600")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="DEBUG, INFO, WARNING or ERROR"
     )

@@ -40,7 +40,9 @@ def webhook_body(event_id: str, event_type: str, created_at: float, payload: Any
     """Return the JSON body every endpoint receives for this event."""
     moment = datetime.datetime.fromtimestamp(created_at, datetime.UTC)
     timestamp = moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    return orjson.dumps({"id": event_id, "event": event_type, "timestamp": timestamp, "data": payload})
+    return orjson.dumps(
+        {"id": event_id, "event": event_type, "timestamp": timestamp, "data": payload}
+    )
 
 
 def request_hash(raw_body: bytes) -> str:

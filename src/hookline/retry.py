@@ -73,9 +73,7 @@ class EventRetryPolicy:
 class RetryPolicies:
     """The default policy and the per-event-type ones from ``config/retry.yaml``."""
 
-    def __init__(
-        self, default: RetryPolicy, by_event: Sequence[EventRetryPolicy] = ()
-    ) -> None:
+    def __init__(self, default: RetryPolicy, by_event: Sequence[EventRetryPolicy] = ()) -> None:
         self.default = default
         self._by_event = list(by_event)
         self._cache: dict[str, RetryPolicy] = {}
@@ -96,7 +94,6 @@ class RetryPolicies:
         if endpoint_max_retries is not None:
             return endpoint_max_retries + 1
         return self.for_event(event_type).max_attempts
-
 
 
 def policy_from_mapping(values: Mapping[str, object], base: RetryPolicy) -> RetryPolicy:

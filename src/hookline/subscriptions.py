@@ -41,7 +41,7 @@ def validate_pattern(pattern: str) -> str:
 class Subscription:
     """The compiled event patterns of one endpoint."""
 
-    __slots__ = ("_exact", "_everything", "_prefixes")
+    __slots__ = ("_everything", "_exact", "_prefixes")
 
     def __init__(self, patterns: Iterable[str]) -> None:
         self._exact: set[str] = set()

@@ -37,7 +37,9 @@ async def test_kill_9_mid_delivery__every_accepted_event_arrives_after_restart(
         assert status == 201
         accepted = set()
         for start in range(0, EVENTS_BEFORE_CRASH, 50):
-            batch = [{"event_type": "crash.test", "payload": {"n": n}} for n in range(start, start + 50)]
+            batch = [
+                {"event_type": "crash.test", "payload": {"n": n}} for n in range(start, start + 50)
+            ]
             status, body = await server.request(
                 "POST", "/api/v1/events/batch", json={"events": batch}
             )

@@ -6,7 +6,7 @@ import asyncio
 import json
 
 from tests.conftest import RunningServer, ServerFactory
-from tests.receivers import Receiver, Received, Reply
+from tests.receivers import Received, Receiver, Reply
 
 
 def fail_first(times: int, status: int = 503) -> object:

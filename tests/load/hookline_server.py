@@ -144,8 +144,7 @@ class ServerProcess:
 
     def died_error(self, while_doing: str) -> LoadTestError:
         return LoadTestError(
-            f"The server exited with code {self.process.returncode} while {while_doing}. "
-            f"Its stderr ends with:\n{self.stderr_tail()}"
+            f"The server exited with code {self.process.returncode} while {while_doing}."
         )
 
     async def wait_healthy(self, session: aiohttp.ClientSession, deadline: Deadline) -> None:
@@ -164,8 +163,7 @@ class ServerProcess:
                 last_problem = type(exc).__name__
             await asyncio.sleep(HEALTH_POLL_SECONDS)
         raise LoadTestError(
-            f"GET /health did not answer 200 within the start limit (last: {last_problem}). "
-            f"Server stderr ends with:\n{self.stderr_tail()}"
+            f"GET /health did not answer 200 within the start limit (last: {last_problem})."
         )
 
     def peak_rss_mb(self) -> tuple[float | None, int]:

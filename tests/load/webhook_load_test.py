@@ -388,11 +388,11 @@ async def run_hookline(
             stop_started = time.monotonic()
             result.server_exit_code = await server.stop()
             result.server_stop_seconds = time.monotonic() - stop_started
-            if result.server_exit_code != 0:
-                progress(f"server {server.describe_exit(result.server_exit_code)}")
+            # Whatever went wrong, the server's own words are the first thing to read.
+            if result.server_exit_code != 0 or result.incomplete_reason:
                 progress(
-                    f"server exit code {result.server_exit_code}; its stderr ends with:\n"
-                    f"{server.stderr_tail()}"
+                    f"server {server.describe_exit(result.server_exit_code)}; "
+                    f"its stderr ends with:\n{server.stderr_tail()}"
                 )
 
     report = await receiver_handle.ask_async("report")
@@ -521,6 +521,7 @@ def describe_hookline(result: HooklineResult) -> str:
         f"after 503), {result.delivered}/{result.expected} deliveries received, "
         f"{result.failed_first_attempts} first attempts failed on purpose, "
         f"{result.server_processes} server process(es), "
+        f"stopped in {shown(result.server_stop_seconds, ' s', digits=2)}, "
         f"max send lag {shown(result.max_send_lag_ms, ' ms')}"
     )
 

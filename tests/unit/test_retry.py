@@ -72,6 +72,8 @@ def test_event_policy_applies_to_matching_types_only() -> None:
         ({"initial_delay": 10, "max_delay": 1}, "initial_delay"),
     ],
 )
-def test_bad_policy_values_are_refused_with_a_reason(values: dict[str, float], message: str) -> None:
+def test_bad_policy_values_are_refused_with_a_reason(
+    values: dict[str, float], message: str
+) -> None:
     with pytest.raises(ValueError, match=message):
         policy_from_mapping(values, DEFAULT)

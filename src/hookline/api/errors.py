@@ -91,8 +91,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 async def _store_unavailable(request: Request, exc: Exception) -> Response:
     log.warning("store unavailable", action="store_unavailable", error=str(exc))
     response = error_response(
-        503, "store_unavailable", "The store is unavailable right now; nothing was changed. "
-        "Retry shortly."
+        503,
+        "store_unavailable",
+        "The store is unavailable right now; nothing was changed. Retry shortly.",
     )
     response.headers["Retry-After"] = str(STORE_RETRY_AFTER_SECONDS)
     return response

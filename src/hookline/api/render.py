@@ -111,4 +111,7 @@ def dead_letter(item: DeadLetter) -> dict[str, Any]:
 
 
 def page(result: Page, render_item: Any) -> dict[str, Any]:
-    return {"items": [render_item(item) for item in result.items], "next_cursor": result.next_cursor}
+    return {
+        "items": [render_item(item) for item in result.items],
+        "next_cursor": result.next_cursor,
+    }

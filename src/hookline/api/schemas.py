@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from hookline.subscriptions import validate_event_type, validate_pattern
@@ -43,6 +44,18 @@ Text = Annotated[str, Field(max_length=1000)]
 def _no_line_breaks(value: str, what: str) -> str:
     if "\r" in value or "\n" in value:
         raise ValueError(f"{what} must not contain CR or LF characters")
+    return value
+
+
+def _sendable_as_json(value: Any) -> Any:
+    try:
+        encoded = orjson.dumps(value)
+    except orjson.JSONEncodeError as exc:
+        raise ValueError(f"cannot be sent as JSON ({exc})") from exc
+    # The request parser accepts NaN and Infinity, which JSON cannot spell; orjson writes them
+    # as null, so the receiver would get other data than was sent. Only then is a null there.
+    if b"null" in encoded and orjson.loads(encoded) != value:
+        raise ValueError("cannot be sent as JSON (NaN and Infinity are not JSON numbers)")
     return value
 
 
@@ -134,6 +147,11 @@ class EventIn(Strict):
     @classmethod
     def _event_type(cls, value: str) -> str:
         return validate_event_type(value)
+
+    @field_validator("payload")
+    @classmethod
+    def _payload(cls, value: Any) -> Any:
+        return _sendable_as_json(value)
 
     @field_validator("id")
     @classmethod

@@ -29,6 +29,7 @@ from hookline.models import (
     Stats,
 )
 
+
 @dataclass(frozen=True, slots=True)
 class DeliveryFilter:
     event_id: str | None = None

@@ -42,7 +42,9 @@ async def get_delivery(delivery_id: str, service: ServiceDep) -> Response:
     return JSON(body)
 
 
-@router.post("/{delivery_id}/retry", status_code=status.HTTP_202_ACCEPTED, response_model=DeliveryOut)
+@router.post(
+    "/{delivery_id}/retry", status_code=status.HTTP_202_ACCEPTED, response_model=DeliveryOut
+)
 async def retry_delivery(delivery_id: str, service: ServiceDep) -> Response:
     """Attempt a pending delivery now; for a finished one, start a fresh round of attempts.
 

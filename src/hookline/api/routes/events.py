@@ -79,7 +79,10 @@ def _request(body: EventIn) -> EventRequest:
 
 
 def _accepted(item: AcceptedEvent) -> dict[str, object]:
-    return {"id": item.event_id, "deliveries": [render.delivery_summary(d) for d in item.deliveries]}
+    return {
+        "id": item.event_id,
+        "deliveries": [render.delivery_summary(d) for d in item.deliveries],
+    }
 
 
 def _idempotency(kind: str, events: list[EventIn], key: str | None) -> IdempotencyKey | None:
@@ -90,9 +93,5 @@ def _idempotency(kind: str, events: list[EventIn], key: str | None) -> Idempoten
             f"Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX_CHARS} printable characters."
         )
     # Hash what the request means, not its bytes: key order and spacing do not make it new.
-    canonical = orjson.dumps(
-        [kind, [e.model_dump() for e in events]], option=orjson.OPT_SORT_KEYS
-    )
+    canonical = orjson.dumps([kind, [e.model_dump() for e in events]], option=orjson.OPT_SORT_KEYS)
     return IdempotencyKey(key, request_hash(canonical))
-
-

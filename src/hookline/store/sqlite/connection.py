@@ -93,7 +93,9 @@ class Writer:
         self._startup_error: BaseException | None = None
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="hookline-sqlite-writer", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name="hookline-sqlite-writer", daemon=True
+        )
         self._thread.start()
         self._ready.wait()
         if self._startup_error is not None:

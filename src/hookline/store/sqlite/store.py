@@ -305,9 +305,7 @@ class SQLiteStore:
 
         return await self._readers.run(fetch)
 
-    async def list_deliveries(
-        self, where: DeliveryFilter, cursor: str | None, limit: int
-    ) -> Page:
+    async def list_deliveries(self, where: DeliveryFilter, cursor: str | None, limit: int) -> Page:
         clauses, params = ["id > ?"], [decode_cursor(cursor) or ""]
         for column, value in (
             ("event_id", where.event_id),
@@ -321,7 +319,9 @@ class SQLiteStore:
             f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE {' AND '.join(clauses)} "
             "ORDER BY id LIMIT ?"
         )
-        rows = await self._readers.run(lambda conn: conn.execute(sql, (*params, limit + 1)).fetchall())
+        rows = await self._readers.run(
+            lambda conn: conn.execute(sql, (*params, limit + 1)).fetchall()
+        )
         return _page([delivery_from_row(row) for row in rows], limit)
 
     async def retry_delivery(self, delivery_id: str, now: float) -> Delivery:
@@ -356,7 +356,9 @@ class SQLiteStore:
             f"SELECT {DEAD_LETTER_COLUMNS} FROM dead_letters d JOIN events e "
             f"ON e.id = d.event_id WHERE {' AND '.join(clauses)} ORDER BY d.id LIMIT ?"
         )
-        rows = await self._readers.run(lambda conn: conn.execute(sql, (*params, limit + 1)).fetchall())
+        rows = await self._readers.run(
+            lambda conn: conn.execute(sql, (*params, limit + 1)).fetchall()
+        )
         return _page([dead_letter_from_row(row) for row in rows], limit)
 
     async def get_dead_letter(self, dead_letter_id: str) -> DeadLetter:
@@ -387,7 +389,10 @@ class SQLiteStore:
 
     async def delete_dead_letter(self, dead_letter_id: str) -> None:
         def delete(conn: sqlite3.Connection) -> None:
-            if conn.execute("DELETE FROM dead_letters WHERE id = ?", (dead_letter_id,)).rowcount == 0:
+            if (
+                conn.execute("DELETE FROM dead_letters WHERE id = ?", (dead_letter_id,)).rowcount
+                == 0
+            ):
                 raise NotFound(f"No dead-letter message has id {dead_letter_id!r}.")
 
         await self._writer.run(delete)
