@@ -56,6 +56,7 @@ ALLOWED_NETWORKS_SETTING = "WEBHOOK_ALLOWED_NETWORKS"
 HTTPS_ONLY_SETTING = "WEBHOOK_HTTPS_ONLY"
 
 MAX_URL_CHARS = 2048
+RESOLVE_TIMEOUT_SECONDS = 5
 # RFC 1035 limits: a whole name and each of its labels.
 MAX_HOSTNAME_CHARS = 253
 MAX_LABEL_CHARS = 63
@@ -254,7 +255,16 @@ class DestinationPolicy:
 
         loop = asyncio.get_running_loop()
         try:
-            infos = await loop.getaddrinfo(target.lookup_host, target.port, type=socket.SOCK_STREAM)
+            # A registration request should not hang on a DNS server that never answers.
+            async with asyncio.timeout(RESOLVE_TIMEOUT_SECONDS):
+                infos = await loop.getaddrinfo(
+                    target.lookup_host, target.port, type=socket.SOCK_STREAM
+                )
+        except TimeoutError as exc:
+            raise InvalidEndpointURL(
+                f"Endpoint URL host {target.host} did not resolve within "
+                f"{RESOLVE_TIMEOUT_SECONDS} seconds; check the host name and try again."
+            ) from exc
         except (OSError, UnicodeError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             raise InvalidEndpointURL(

@@ -19,6 +19,7 @@ import structlog
 from hookline.errors import QueueFull
 from hookline.ids import new_id
 from hookline.models import AcceptedEvent, NewEvent
+from hookline.observers import Observers
 from hookline.store.base import IdempotencyKey, Store
 
 PENDING_COUNT_MAX_AGE_SECONDS = 1.0
@@ -53,10 +54,17 @@ def request_hash(raw_body: bytes) -> str:
 class Intake:
     """The one way events enter hookline."""
 
-    def __init__(self, store: Store, max_pending: int, on_accepted: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        max_pending: int,
+        on_accepted: Callable[[], None],
+        observers: Observers,
+    ) -> None:
         self._store = store
         self._max_pending = max_pending
         self._on_accepted = on_accepted
+        self._observers = observers
         self._pending_estimate = 0
         self._estimated_at = 0.0
 
@@ -81,6 +89,7 @@ class Intake:
         if created:
             self._pending_estimate += created
             self._on_accepted()
+        self._observers.on_accepted(events, accepted)
         for item in accepted:
             log.info(
                 "event accepted" if item.created else "event repeated with its idempotency key",

@@ -17,6 +17,7 @@ from hookline.delivery.sender import Sender
 from hookline.destinations import DestinationPolicy
 from hookline.errors import StoreError
 from hookline.ingest import Intake
+from hookline.observers import Observers
 from hookline.store import store_for
 from hookline.store.base import Store
 
@@ -36,6 +37,7 @@ class Service:
             settings.allowed_networks, https_only=settings.webhook_https_only
         )
         self.policies = settings.retry_policies()
+        self.observers = Observers()
         self.engine = DeliveryEngine(
             self.store,
             Sender(self.destinations, max_connections=settings.webhook_worker_count),
@@ -44,8 +46,11 @@ class Service:
             per_endpoint=settings.webhook_endpoint_concurrency,
             dlq_retention_days=settings.dlq_retention_days,
             lease_margin_seconds=settings.webhook_lease_margin_seconds,
+            observers=self.observers,
         )
-        self.intake = Intake(self.store, settings.webhook_max_queue_size, self.engine.wake)
+        self.intake = Intake(
+            self.store, settings.webhook_max_queue_size, self.engine.wake, self.observers
+        )
         self.api_keys: ApiKeys | None = None
         self.shutting_down = False
         self._housekeeping: asyncio.Task[None] | None = None

@@ -18,6 +18,7 @@ from hookline.delivery.sender import Sender
 from hookline.delivery.verdicts import VerdictWriter, judge
 from hookline.errors import StoreError
 from hookline.models import AttemptVerdict, ClaimedDelivery, DeliveryStatus
+from hookline.observers import Observers
 from hookline.retry import RetryPolicies
 from hookline.store.base import Store
 
@@ -43,6 +44,7 @@ class DeliveryEngine:
         per_endpoint: int,
         dlq_retention_days: float,
         lease_margin_seconds: float,
+        observers: Observers,
     ) -> None:
         self._store = store
         self._sender = sender
@@ -51,6 +53,7 @@ class DeliveryEngine:
         self._per_endpoint = per_endpoint
         self._dlq_retention_days = dlq_retention_days
         self._lease_margin_seconds = lease_margin_seconds
+        self._observers = observers
         self._verdicts = VerdictWriter(store)
         self._wake = asyncio.Event()
         self._stopping = False
@@ -175,6 +178,7 @@ class DeliveryEngine:
         result = await self._sender.send(claim)
         verdict = judge(claim, result, self._policies, self._dlq_retention_days, time.time())
         _log_verdict(verdict)
+        self._observers.on_verdict(verdict)
         self._verdicts.add(verdict)
 
 
