@@ -253,3 +253,14 @@ async def test_stats_count_what_is_stored(store: Store) -> None:
 
     assert (stats.pending, stats.in_flight) == (2, len(claimed))
     assert (stats.endpoints, stats.endpoints_enabled) == (2, 1)
+
+
+async def test_a_capped_endpoints_backlog_does_not_starve_the_others(store: Store) -> None:
+    flooded = await store.create_endpoint(endpoint(["flood"]))
+    quiet = await store.create_endpoint(endpoint(["quiet"]))
+    await store.accept_events([event("flood") for _ in range(60)], None, time.time() - 10)
+    await store.accept_events([event("quiet")], None, time.time())
+
+    claimed = await store.claim_due(time.time(), 5, {flooded.id: 2}, 2, LEASE_MARGIN)
+
+    assert [c.endpoint_id for c in claimed] == [quiet.id]

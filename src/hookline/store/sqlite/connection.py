@@ -4,6 +4,11 @@ SQLite allows one writer at a time, so every write goes through a single thread.
 up while a transaction is being written are run together in the next transaction, each inside
 its own savepoint: one fsync covers many requests (group commit), a job that raises is rolled
 back alone, and no caller hears back before the commit that holds its work is on disk.
+
+Jobs that only move leases and record attempt results are not "durable": losing them in a
+power cut means an attempt is made again, which at-least-once delivery allows. A transaction
+made only of such jobs is committed at ``synchronous=NORMAL`` (no fsync); the next durable
+commit syncs the write-ahead log with everything before it.
 """
 
 from __future__ import annotations
@@ -79,6 +84,7 @@ class _Job:
     args: tuple[Any, ...]
     future: asyncio.Future[Any]
     loop: asyncio.AbstractEventLoop
+    durable: bool
 
 
 class Writer:
@@ -108,13 +114,17 @@ class Writer:
             self._thread.join()
             self._thread = None
 
-    async def run(self, work: Callable[..., T], *args: Any) -> T:
-        """Run ``work(conn, *args)`` in a write transaction; return once it is committed."""
+    async def run(self, work: Callable[..., T], *args: Any, durable: bool = True) -> T:
+        """Run ``work(conn, *args)`` in a write transaction; return once it is committed.
+
+        ``durable=False`` lets the commit skip the fsync when nothing else in the same
+        transaction needs it; use it only for work that may be redone after a power cut.
+        """
         if self._thread is None:
             raise StoreUnavailable("The SQLite store is closed.")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._jobs.put(_Job(work, args, future, loop))
+        self._jobs.put(_Job(work, args, future, loop, durable))
         return await future
 
     def _run(self) -> None:
@@ -131,6 +141,7 @@ class Writer:
             conn.close()
 
     def _serve(self, conn: sqlite3.Connection) -> None:
+        syncing = self._synchronous.upper()
         stopping = False
         while not stopping:
             first = self._jobs.get()
@@ -146,6 +157,10 @@ class Writer:
                     stopping = True
                     break
                 batch.append(job)
+            wanted = self._synchronous.upper() if any(j.durable for j in batch) else "NORMAL"
+            if wanted != syncing:
+                conn.execute(f"PRAGMA synchronous = {wanted}")
+                syncing = wanted
             self._commit(conn, batch)
 
     def _commit(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import sqlite3
 import uuid
 from collections.abc import Mapping, Sequence
@@ -259,11 +260,11 @@ class SQLiteStore:
         lease_margin_seconds: float,
     ) -> list[ClaimedDelivery]:
         return await self._writer.run(
-            _claim, now, limit, dict(busy), per_endpoint, lease_margin_seconds
+            _claim, now, limit, dict(busy), per_endpoint, lease_margin_seconds, durable=False
         )
 
     async def record_verdicts(self, verdicts: Sequence[AttemptVerdict]) -> list[bool]:
-        return await self._writer.run(_record, list(verdicts))
+        return await self._writer.run(_record, list(verdicts), durable=False)
 
     async def release(self, claims: Sequence[ClaimedDelivery], now: float) -> None:
         def give_back(conn: sqlite3.Connection) -> None:
@@ -274,12 +275,13 @@ class SQLiteStore:
                 [(now, now, c.delivery_id, c.lease_token) for c in claims],
             )
 
-        await self._writer.run(give_back)
+        await self._writer.run(give_back, durable=False)
 
     async def next_due_at(self) -> float | None:
         row = await self._readers.run(
             lambda conn: conn.execute(
-                "SELECT MIN(next_attempt_at) FROM deliveries WHERE status = 'pending'"
+                "SELECT MIN(next_attempt_at) FROM deliveries INDEXED BY deliveries_due "
+                "WHERE status = 'pending'"
             ).fetchone()
         )
         return None if row is None else row[0]
@@ -567,6 +569,22 @@ def _replay(conn: sqlite3.Connection, message: DeadLetter, now: float) -> Delive
     return delivery
 
 
+_CLAIM_SELECT = (
+    "SELECT d.id, d.event_id, d.event_type, v.body, d.endpoint_id, e.url, e.secret, "
+    "e.timeout_seconds, e.headers, e.max_retries, d.attempt_count, d.created_at "
+    "FROM deliveries d INDEXED BY {index} JOIN endpoints e ON e.id = d.endpoint_id "
+    "JOIN events v ON v.id = d.event_id "
+    "WHERE d.status = 'pending' AND d.next_attempt_at <= ? AND e.enabled = 1 "
+)
+# INDEXED BY pins the partial indexes: the planner would otherwise pick the status index and
+# sort every pending row on each claim.
+_CLAIM_HEAD = _CLAIM_SELECT.format(index="deliveries_due") + "ORDER BY d.next_attempt_at LIMIT ?"
+_CLAIM_FOR_ENDPOINT = (
+    _CLAIM_SELECT.format(index="deliveries_due_by_endpoint")
+    + "AND d.endpoint_id = ? ORDER BY d.next_attempt_at LIMIT ?"
+)
+
+
 def _claim(
     conn: sqlite3.Connection,
     now: float,
@@ -575,44 +593,29 @@ def _claim(
     per_endpoint: int,
     lease_margin_seconds: float,
 ) -> list[ClaimedDelivery]:
-    skip = [endpoint_id for endpoint_id, count in busy.items() if count >= per_endpoint]
-    skip_sql = f"AND d.endpoint_id NOT IN ({','.join('?' * len(skip))})" if skip else ""
-    rows = conn.execute(
-        "SELECT d.id, d.event_id, d.event_type, v.body, d.endpoint_id, e.url, e.secret, "
-        "e.timeout_seconds, e.headers, e.max_retries, d.attempt_count, d.created_at "
-        "FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id "
-        "JOIN events v ON v.id = d.event_id "
-        f"WHERE d.status = 'pending' AND d.next_attempt_at <= ? AND e.enabled = 1 {skip_sql} "
-        "ORDER BY d.next_attempt_at LIMIT ?",
-        (now, *skip, limit * CLAIM_OVERSCAN),
-    ).fetchall()
+    window = limit * CLAIM_OVERSCAN
+    head = conn.execute(_CLAIM_HEAD, (now, window)).fetchall()
+    picked, skipped = _within_caps(head, busy, per_endpoint, limit)
 
-    claims: list[ClaimedDelivery] = []
-    for row in rows:
-        endpoint_id = row[4]
-        if busy.get(endpoint_id, 0) >= per_endpoint:
-            continue
-        busy[endpoint_id] = busy.get(endpoint_id, 0) + 1
-        claims.append(
-            ClaimedDelivery(
-                delivery_id=row[0],
-                event_id=row[1],
-                event_type=row[2],
-                body=row[3],
-                endpoint_id=endpoint_id,
-                url=row[5],
-                secret=row[6],
-                timeout_seconds=row[7],
-                headers=orjson.loads(row[8]),
-                max_retries=row[9],
-                attempt=row[10] + 1,
-                lease_token=uuid.uuid4().hex,
-                accepted_at=row[11],
-            )
-        )
-        if len(claims) == limit:
-            break
+    if skipped and len(head) == window and len(picked) < limit:
+        # The head of the queue belongs to endpoints at their cap, and more is due behind it.
+        # Look endpoint by endpoint, so one endpoint's backlog cannot starve the others.
+        endpoint_ids = [
+            row[0] for row in conn.execute("SELECT id FROM endpoints WHERE enabled = 1")
+        ]
+        random.shuffle(endpoint_ids)  # no endpoint is always first in line
+        taken = {row[0] for row in picked}
+        for endpoint_id in endpoint_ids:
+            room = min(per_endpoint - busy.get(endpoint_id, 0), limit - len(picked))
+            if room <= 0:
+                continue
+            rows = conn.execute(_CLAIM_FOR_ENDPOINT, (now, endpoint_id, room)).fetchall()
+            more, _ = _within_caps([r for r in rows if r[0] not in taken], busy, per_endpoint, room)
+            picked.extend(more)
+            if len(picked) >= limit:
+                break
 
+    claims = [_claimed(row) for row in picked]
     conn.executemany(
         "UPDATE deliveries SET lease_token = ?, attempt_count = ?, next_attempt_at = ?, "
         "updated_at = ? WHERE id = ?",
@@ -628,6 +631,42 @@ def _claim(
         ],
     )
     return claims
+
+
+def _within_caps(
+    rows: list[Any], busy: dict[str, int], per_endpoint: int, limit: int
+) -> tuple[list[Any], bool]:
+    """Take rows in order while their endpoints have room; count each one taken in ``busy``."""
+    picked = []
+    skipped = False
+    for row in rows:
+        if len(picked) == limit:
+            break
+        endpoint_id = row[4]
+        if busy.get(endpoint_id, 0) >= per_endpoint:
+            skipped = True
+            continue
+        busy[endpoint_id] = busy.get(endpoint_id, 0) + 1
+        picked.append(row)
+    return picked, skipped
+
+
+def _claimed(row: Any) -> ClaimedDelivery:
+    return ClaimedDelivery(
+        delivery_id=row[0],
+        event_id=row[1],
+        event_type=row[2],
+        body=row[3],
+        endpoint_id=row[4],
+        url=row[5],
+        secret=row[6],
+        timeout_seconds=row[7],
+        headers=orjson.loads(row[8]),
+        max_retries=row[9],
+        attempt=row[10] + 1,
+        lease_token=uuid.uuid4().hex,
+        accepted_at=row[11],
+    )
 
 
 def _record(conn: sqlite3.Connection, verdicts: list[AttemptVerdict]) -> list[bool]:
