@@ -93,7 +93,8 @@ def summary_line(report: Mapping[str, Any]) -> str:
         f"N={settings['deliveries']} K={settings['fanout']}",
     ]
     if report["hookline"] is not None:
-        parts.append(f"exit {report['server_exit_code']}")
+        code = report["server_exit_code"]
+        parts.append("exit killed" if code is None else f"exit {code}")
     if not report["complete"]:
         parts.append("INCOMPLETE")
     return " | ".join(parts)

@@ -203,7 +203,14 @@ class ReceiverHandle:
         if not self.conn.poll(RECEIVER_START_SECONDS):
             self.process.kill()
             raise LoadTestError("The receiver process did not start within its time limit.")
-        tag, port, core = self.conn.recv()
+        try:
+            tag, port, core = self.conn.recv()
+        except EOFError as exc:
+            self.process.join(timeout=RECEIVER_STOP_SECONDS)
+            raise LoadTestError(
+                f"The receiver process exited with code {self.process.exitcode} while starting; "
+                "its traceback is above."
+            ) from exc
         if tag != "ready":
             raise LoadTestError(f"The receiver sent {tag!r} instead of announcing its port.")
         return int(port), int(core)
@@ -224,7 +231,7 @@ class ReceiverHandle:
 
     def stop(self) -> None:
         # A receiver that already died has nothing more to say; joining it is enough.
-        with contextlib.suppress(OSError, EOFError):
+        with contextlib.suppress(OSError, EOFError, LoadTestError):
             self.ask("stop")
         self.process.join(timeout=RECEIVER_STOP_SECONDS)
         if self.process.is_alive():
@@ -276,7 +283,7 @@ class CeilingResult:
     errors: int = 0
     seconds: float = 0.0
     body_bytes: int = 0
-    time_capped: bool = False
+    cut_short_by: str | None = None
     received: int = 0
     duplicates: int = 0
 
@@ -296,8 +303,11 @@ async def measure_ceiling(
 
     async def send_until_done(session: aiohttp.ClientSession) -> None:
         while result.sent < count:
-            if time.monotonic() >= stop_at or deadline.expired():
-                result.time_capped = True
+            if deadline.expired():
+                result.cut_short_by = deadline.reason
+                return
+            if time.monotonic() >= stop_at:
+                result.cut_short_by = f"the {CEILING_MAX_SECONDS:g} s cap of this phase"
                 return
             result.sent += 1
             body, headers = signed_request(secret, f"evt_ceiling_{result.sent}", result.sent)
@@ -332,7 +342,7 @@ async def run_ceiling(
 
 
 def describe_ceiling(result: CeilingResult, concurrency: int) -> str:
-    capped = f", stopped at the {CEILING_MAX_SECONDS:.0f} s cap" if result.time_capped else ""
+    capped = f", stopped by {result.cut_short_by}" if result.cut_short_by else ""
     return (
         f"ceiling: {result.answered_ok}/{result.sent} answered 200 ({result.errors} errors, "
         f"{result.received} recorded by the receiver) in {result.seconds:.2f} s, "
@@ -596,7 +606,7 @@ async def run_phases(
         progress(describe_ceiling(ceiling, options.concurrency))
         if ceiling.answered_ok < ceiling.sent or ceiling.received < ceiling.answered_ok:
             problems.append("some ceiling requests were not answered 200 or not recorded")
-        if ceiling.time_capped and deadline.expired():
+        if ceiling.cut_short_by and deadline.expired():
             problems.append(f"the ceiling phase was cut short: {deadline.reason}")
 
     if not options.skip_hookline:
@@ -612,7 +622,11 @@ async def run_phases(
 def main(argv: Sequence[str] | None = None) -> int:
     options = parse_options(argv)
     deadline = Deadline(options.timeout)
-    receiver_handle = ReceiverHandle(choose_receiver_core(options.receiver_core), 0.0)
+    try:
+        receiver_handle = ReceiverHandle(choose_receiver_core(options.receiver_core), 0.0)
+    except LoadTestError as exc:
+        progress(f"error: {exc}")
+        return EXIT_ERROR
     progress(
         f"receiver: pid {receiver_handle.process.pid}, port {receiver_handle.port}, "
         f"pinned to CPU {receiver_handle.core} of {sorted(os.sched_getaffinity(0))}"
