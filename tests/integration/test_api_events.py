@@ -28,9 +28,7 @@ def assert_error(body: Any, code: str) -> str:
 
 
 async def deliveries_of(server: RunningServer, event_id: str) -> list[dict[str, Any]]:
-    status, page = await server.request(
-        "GET", "/api/v1/deliveries", params={"event_id": event_id}
-    )
+    status, page = await server.request("GET", "/api/v1/deliveries", params={"event_id": event_id})
     assert status == 200, page
     items: list[dict[str, Any]] = page["items"]
     return items
@@ -359,7 +357,7 @@ async def test_event_type_of_128_characters__is_accepted(server: RunningServer) 
         {"nested": {"list": [1, {"deep": None}], "flag": True}},
         [1, "two", None, 3.25],
         "just a string",
-        "ünïcødé ✓ \u2028 \"quoted\"",
+        'ünïcødé ✓ \u2028 "quoted"',
         42,
         -7.5,
         0,
