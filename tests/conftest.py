@@ -44,6 +44,8 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "webhook_allowed_networks": "127.0.0.0/8,::1/128",
         "log_level": "WARNING",
         "shutdown_grace_seconds": 2.0,
+        # Scenarios that fail on purpose must not trip the breaker unless they test it.
+        "circuit_breaker_failure_threshold": 1000,
         **FAST_RETRIES,
     }
     values.update(overrides)

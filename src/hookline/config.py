@@ -16,9 +16,13 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from hookline.errors import ConfigError
+from hookline.protection.breaker import BreakerPolicy
 from hookline.retry import EventRetryPolicy, RetryPolicies, RetryPolicy, policy_from_mapping
+from hookline.store.base import ClaimRules, HealthRules
 
 CONFIG_FILES = ("webhooks.yaml", "retry.yaml", "queue.yaml")
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+SECONDS_PER_DAY = 86_400
 KIB = 1024
 MIB = 1024 * KIB
 
@@ -34,10 +38,21 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535, description="an integer from 1 to 65535")
     database_url: str = Field(
         "sqlite:///data/hookline.db",
-        description="sqlite:///relative/path.db, sqlite:////absolute/path.db",
+        description=(
+            "sqlite:///relative/path.db, sqlite:////absolute/path.db, "
+            "or postgresql://user:password@host:5432/database"
+        ),
+    )
+    database_pool_min_size: int = Field(
+        2, ge=0, le=1_000, description="PostgreSQL connections kept open, 0 to 1000"
+    )
+    database_pool_max_size: int = Field(
+        10, ge=1, le=1_000, description="most PostgreSQL connections at once, 1 to 1000"
     )
     hookline_data_dir: str | None = Field(
-        None, description="a directory for local state (default: the SQLite file's directory)"
+        None,
+        description="a directory for local state (default: the SQLite file's directory, or "
+        "./data with PostgreSQL)",
     )
     hookline_config_dir: str = Field("config", description="the directory of the YAML files")
     api_keys: str = Field("", description="comma-separated API keys")
@@ -49,13 +64,31 @@ class Settings(BaseSettings):
         10_000, ge=0, description="pending deliveries before ingestion answers 503; 0 = no limit"
     )
     webhook_endpoint_concurrency: int = Field(
-        10, ge=1, le=1_000, description="deliveries in flight to one endpoint, 1 to 1000"
+        10,
+        ge=1,
+        le=1_000,
+        description="attempts in flight to one endpoint unless it sets max_in_flight, 1 to 1000",
     )
     webhook_default_timeout: float = Field(
         30.0, gt=0, le=300, description="seconds, more than 0 and at most 300"
     )
     webhook_lease_margin_seconds: float = Field(
         30.0, ge=1, le=3600, description="seconds from 1 to 3600"
+    )
+    webhook_global_rate_limit: float | None = Field(
+        None, gt=0, description="attempts per second across all endpoints, more than 0"
+    )
+    webhook_global_rate_burst: float | None = Field(
+        None, ge=1, description="tokens, 1 or more (default: a tenth of the rate)"
+    )
+    circuit_breaker_failure_threshold: int = Field(
+        5, ge=1, le=1_000, description="consecutive failed attempts, 1 to 1000"
+    )
+    circuit_breaker_cooldown_seconds: float = Field(
+        30.0, gt=0, le=86_400, description="seconds, more than 0 and at most 86400"
+    )
+    endpoint_disable_after_days: float = Field(
+        5.0, ge=0, description="days of nothing but failures, 0 to never disable"
     )
     webhook_allowed_networks: str = Field(
         "", description="comma-separated CIDRs such as 127.0.0.0/8,::1/128"
@@ -90,6 +123,8 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = Field(
         "auto", description="auto (JSON unless on a terminal), json or console"
     )
+    # Opt-in because it adds a series per endpoint to the per-attempt metrics.
+    metrics_per_endpoint: bool = Field(False, description="true or false")
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -110,8 +145,8 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _known_scheme(cls, value: str) -> str:
-        if not value.startswith("sqlite:///"):
-            raise ValueError("only sqlite:/// URLs are supported by this release")
+        if not value.startswith(("sqlite:///", *POSTGRES_SCHEMES)):
+            raise ValueError("the URL must start with sqlite:///, postgresql:// or postgres://")
         return value
 
     @classmethod
@@ -137,6 +172,10 @@ class Settings(BaseSettings):
         return parse_networks(self.webhook_allowed_networks)
 
     @property
+    def uses_postgres(self) -> bool:
+        return self.database_url.startswith(POSTGRES_SCHEMES)
+
+    @property
     def sqlite_path(self) -> Path:
         return Path(self.database_url.removeprefix("sqlite:///"))
 
@@ -144,7 +183,27 @@ class Settings(BaseSettings):
     def data_dir(self) -> Path:
         if self.hookline_data_dir:
             return Path(self.hookline_data_dir)
+        if self.uses_postgres:
+            return Path("data")
         return self.sqlite_path.parent
+
+    def claim_rules(self) -> ClaimRules:
+        return ClaimRules(
+            max_in_flight=self.webhook_endpoint_concurrency,
+            lease_margin_seconds=self.webhook_lease_margin_seconds,
+            global_rate_limit=self.webhook_global_rate_limit,
+            global_rate_burst=self.webhook_global_rate_burst,
+        )
+
+    def health_rules(self) -> HealthRules:
+        days = self.endpoint_disable_after_days
+        return HealthRules(
+            breaker=BreakerPolicy(
+                self.circuit_breaker_failure_threshold, self.circuit_breaker_cooldown_seconds
+            ),
+            disable_after_seconds=days * SECONDS_PER_DAY if days else None,
+            dead_letter_seconds=self.dlq_retention_days * SECONDS_PER_DAY,
+        )
 
     def retry_policies(self) -> RetryPolicies:
         default = RetryPolicy(
@@ -236,6 +295,11 @@ def load_settings(**overrides: Any) -> Settings:
         raise ConfigError(_describe(exc)) from exc
     except ValueError as exc:
         raise ConfigError(f"Invalid setting EVENT_RETRY_POLICIES: {exc}.") from exc
+    if settings.database_pool_min_size > settings.database_pool_max_size:
+        raise ConfigError(
+            f"Invalid setting DATABASE_POOL_MIN_SIZE={settings.database_pool_min_size}: "
+            f"must not be larger than DATABASE_POOL_MAX_SIZE={settings.database_pool_max_size}."
+        )
     if settings.retry_initial_delay > settings.retry_max_delay:
         raise ConfigError(
             f"Invalid setting RETRY_INITIAL_DELAY={settings.retry_initial_delay}: "

@@ -17,6 +17,24 @@ class DeliveryStatus(enum.StrEnum):
     FAILED = "failed"
 
 
+class CircuitState(enum.StrEnum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointHealth:
+    """What the circuit breaker and automatic disabling know about one endpoint."""
+
+    circuit: CircuitState = CircuitState.CLOSED
+    consecutive_failures: int = 0
+    paused_until: float | None = None
+    """No attempt starts before this time (circuit cool-down or a receiver's Retry-After)."""
+    failing_since: float | None = None
+    """When the current run of failures began; None after any success."""
+
+
 class AttemptOutcome(enum.StrEnum):
     """How one attempt ended; the values double as the metrics label."""
 
@@ -43,6 +61,15 @@ class Endpoint:
     headers: dict[str, str] = field(default_factory=dict)
     created_at: float = 0.0
     updated_at: float = 0.0
+    rate_limit: float | None = None
+    """Attempts per second; None for no limit."""
+    rate_limit_burst: float | None = None
+    max_in_flight: int | None = None
+    """Attempts in flight at once per instance; None for the service default."""
+    health: EndpointHealth = field(default_factory=EndpointHealth)
+    disabled_reason: str | None = None
+    """Why hookline disabled the endpoint itself; None when a person did, or it is enabled."""
+    disabled_at: float | None = None
 
 
 @dataclass(slots=True)
@@ -142,6 +169,8 @@ class ClaimedDelivery:
     """The number of this attempt, 1 for the first."""
     lease_token: str
     accepted_at: float
+    probe: bool = False
+    """True when this attempt is the one probe of a half-open circuit."""
 
 
 @dataclass(slots=True)
@@ -174,6 +203,40 @@ class AttemptVerdict:
     """Set when the delivery ran out of attempts and goes to the dead-letter queue."""
 
 
+@dataclass(frozen=True, slots=True)
+class EndpointChange:
+    """A circuit transition or an automatic disabling, for logs and metrics."""
+
+    endpoint_id: str
+    before: CircuitState
+    after: CircuitState
+    paused_until: float | None = None
+    disabled_reason: str | None = None
+
+
+@dataclass(slots=True)
+class Recorded:
+    """What writing a batch of verdicts did."""
+
+    applied: list[bool]
+    """Per verdict: False when its lease had been taken over and it was discarded."""
+    changes: list[EndpointChange] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class HealthWindow:
+    """Attempts to one endpoint over a recent window."""
+
+    seconds: float
+    attempts: int
+    succeeded: int
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+    last_error: str | None
+    last_error_at: float | None
+
+
 @dataclass(slots=True)
 class Page:
     """One page of a list, with the cursor that fetches the next (None on the last page)."""
@@ -191,3 +254,4 @@ class Stats:
     dead_letters: int
     endpoints: int
     endpoints_enabled: int
+    circuits_open: int = 0

@@ -17,6 +17,7 @@ from hookline.delivery.sender import Sender
 from hookline.destinations import DestinationPolicy
 from hookline.errors import StoreError
 from hookline.ingest import Intake
+from hookline.metrics import DeliveryMetrics
 from hookline.observers import Observers
 from hookline.store import store_for
 from hookline.store.base import Store
@@ -43,14 +44,20 @@ class Service:
             Sender(self.destinations, max_connections=settings.webhook_worker_count),
             self.policies,
             worker_count=settings.webhook_worker_count,
-            per_endpoint=settings.webhook_endpoint_concurrency,
+            claim_rules=settings.claim_rules(),
+            health_rules=settings.health_rules(),
             dlq_retention_days=settings.dlq_retention_days,
-            lease_margin_seconds=settings.webhook_lease_margin_seconds,
             observers=self.observers,
         )
         self.intake = Intake(
             self.store, settings.webhook_max_queue_size, self.engine.wake, self.observers
         )
+        self.metrics = DeliveryMetrics(
+            self.store,
+            lambda: self.engine.in_flight,
+            per_endpoint=settings.metrics_per_endpoint,
+        )
+        self.observers.add(self.metrics)
         self.api_keys: ApiKeys | None = None
         self.shutting_down = False
         self._housekeeping: asyncio.Task[None] | None = None
@@ -59,6 +66,7 @@ class Service:
         await self.store.open()
         self.api_keys = ApiKeys.load(self.settings.api_key_list, self.settings.data_dir)
         await self.engine.start()
+        await self.store.watch_for_work(self.engine.wake)
         self._housekeeping = asyncio.create_task(self._keep_house(), name="hookline-housekeeping")
         log.info(
             f"hookline started: data in {self.store.description}, listening on "

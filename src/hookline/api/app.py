@@ -8,10 +8,11 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, Depends, FastAPI
 
 from hookline import __version__
-from hookline.api.deps import require_api_key
+from hookline.api.auth import ApiKeyGuard
+from hookline.api.deps import bearer_scheme
 from hookline.api.errors import install_error_handlers
 from hookline.api.limits import BodySizeLimit
-from hookline.api.routes import deliveries, dlq, events, receiver, system, webhooks
+from hookline.api.routes import deliveries, dlq, events, metrics, receiver, system, webhooks
 from hookline.config import Settings
 from hookline.service import Service
 
@@ -38,12 +39,13 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
     )
     app.state.service = running
 
-    management = APIRouter(prefix=API_PREFIX, dependencies=[Depends(require_api_key)])
+    management = APIRouter(prefix=API_PREFIX, dependencies=[Depends(bearer_scheme)])
     for module in (webhooks, events, deliveries, dlq):
         management.include_router(module.router)
     management.include_router(system.stats_router)
     app.include_router(management)
     app.include_router(system.health_router)
+    app.include_router(metrics.router)
     app.include_router(receiver.router)
 
     install_error_handlers(app)
@@ -52,4 +54,6 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
         max_bytes=settings.max_payload_bytes,
         max_batch_bytes=settings.max_batch_bytes,
     )
+    # Added last, so it is the outermost: no body is read for a request without a valid key.
+    app.add_middleware(ApiKeyGuard, prefix=API_PREFIX)
     return app

@@ -13,7 +13,9 @@ import secrets
 from pathlib import Path
 
 import structlog
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from hookline.api.errors import error_response
 from hookline.errors import Unauthorized
 
 KEY_FILE_NAME = "api_key.sha256"
@@ -79,3 +81,31 @@ class ApiKeys:
             matched |= hmac.compare_digest(presented, stored)
         if not matched:
             raise Unauthorized("The API key is not valid.", code="invalid_api_key")
+
+
+class ApiKeyGuard:
+    """ASGI middleware: every request under ``prefix`` needs a valid key, checked first."""
+
+    def __init__(self, app: ASGIApp, prefix: str) -> None:
+        self._app = app
+        self._prefix = prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(self._prefix):
+            keys: ApiKeys | None = scope["app"].state.service.api_keys
+            header = dict(scope["headers"]).get(b"authorization")
+            try:
+                if keys is None:
+                    raise Unauthorized("The service is still starting.", code="not_ready")
+                keys.check(header.decode("latin-1") if header is not None else None)
+            except Unauthorized as exc:
+                await _refuse(send, exc)
+                return
+        await self._app(scope, receive, send)
+
+
+async def _refuse(send: Send, exc: Unauthorized) -> None:
+    response = error_response(exc.status_code, exc.code, exc.message)
+    response.headers["WWW-Authenticate"] = "Bearer"
+    await send({"type": "http.response.start", "status": 401, "headers": response.raw_headers})
+    await send({"type": "http.response.body", "body": response.body})

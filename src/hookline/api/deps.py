@@ -1,10 +1,11 @@
-"""FastAPI dependencies: the running service and the API-key check."""
+"""FastAPI dependencies: the running service, and the bearer scheme shown in the docs."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request
+from fastapi.security import HTTPBearer
 
 from hookline.service import Service
 
@@ -17,10 +18,7 @@ def get_service(request: Request) -> Service:
 ServiceDep = Annotated[Service, Depends(get_service)]
 
 
-def require_api_key(
-    service: ServiceDep,
-    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
-) -> None:
-    """Reject the request with 401 unless it carries a valid ``Authorization: Bearer`` key."""
-    assert service.api_keys is not None, "the service has not started"
-    service.api_keys.check(authorization)
+# Only for the OpenAPI document (the "Authorize" button in /docs); the key itself is checked
+# by ApiKeyGuard before the request reaches any route, so bodies of unauthenticated requests
+# are never parsed.
+bearer_scheme = HTTPBearer(auto_error=False, description="An API key from API_KEYS.")

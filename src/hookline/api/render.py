@@ -9,7 +9,16 @@ from typing import Any
 import orjson
 from starlette.responses import Response
 
-from hookline.models import Attempt, DeadLetter, Delivery, Endpoint, Event, Page
+from hookline.models import (
+    Attempt,
+    DeadLetter,
+    Delivery,
+    Endpoint,
+    EndpointHealth,
+    Event,
+    HealthWindow,
+    Page,
+)
 
 
 class JSON(Response):
@@ -39,12 +48,40 @@ def endpoint(item: Endpoint, *, with_secret: bool = False) -> dict[str, Any]:
         "description": item.description,
         "metadata": item.metadata,
         "headers": item.headers,
+        "rate_limit": item.rate_limit,
+        "rate_limit_burst": item.rate_limit_burst,
+        "max_in_flight": item.max_in_flight,
+        "circuit": circuit(item.health),
+        "disabled_reason": item.disabled_reason,
+        "disabled_at": iso(item.disabled_at),
         "created_at": iso(item.created_at),
         "updated_at": iso(item.updated_at),
     }
     if with_secret:
         rendered["secret"] = item.secret
     return rendered
+
+
+def circuit(health: EndpointHealth) -> dict[str, Any]:
+    return {
+        "state": str(health.circuit),
+        "consecutive_failures": health.consecutive_failures,
+        "paused_until": iso(health.paused_until),
+        "failing_since": iso(health.failing_since),
+    }
+
+
+def health_window(label: str, window: HealthWindow) -> dict[str, Any]:
+    rate = window.succeeded / window.attempts if window.attempts else None
+    return {
+        "window": label,
+        "attempts": window.attempts,
+        "succeeded": window.succeeded,
+        "success_rate": None if rate is None else round(rate, 4),
+        "latency_ms": {"p50": window.p50_ms, "p95": window.p95_ms, "p99": window.p99_ms},
+        "last_error": window.last_error,
+        "last_error_at": iso(window.last_error_at),
+    }
 
 
 def delivery_summary(item: Delivery) -> dict[str, Any]:

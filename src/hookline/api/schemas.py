@@ -17,6 +17,7 @@ MAX_TIMEOUT_SECONDS = 300.0
 MAX_RETRIES_LIMIT = 50
 MAX_HEADERS = 20
 MAX_METADATA_KEYS = 50
+MAX_RATE_LIMIT = 100_000.0
 _HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
 _EVENT_ID = re.compile(r"[A-Za-z0-9_.:\-]+")
 # Headers hookline sets itself; letting an endpoint override them would break signatures.
@@ -75,6 +76,15 @@ class EndpointFields(Strict):
     description: Text | None = None
     metadata: dict[str, Text] | None = Field(None, max_length=MAX_METADATA_KEYS)
     headers: dict[str, Text] | None = Field(None, max_length=MAX_HEADERS)
+    rate_limit: float | None = Field(
+        None, gt=0, le=MAX_RATE_LIMIT, description="Attempts per second; leave out for no limit."
+    )
+    rate_limit_burst: float | None = Field(
+        None, ge=1, le=MAX_RATE_LIMIT, description="Attempts allowed at once above the rate."
+    )
+    max_in_flight: int | None = Field(
+        None, ge=1, le=1000, description="Attempts in flight at once, per instance."
+    )
 
     @field_validator("events")
     @classmethod
@@ -120,6 +130,13 @@ class EndpointUpdate(EndpointFields):
     """Only the fields present are changed."""
 
 
+class CircuitOut(BaseModel):
+    state: Literal["closed", "open", "half_open"]
+    consecutive_failures: int
+    paused_until: str | None
+    failing_since: str | None
+
+
 class EndpointOut(BaseModel):
     id: str
     url: str
@@ -130,8 +147,32 @@ class EndpointOut(BaseModel):
     description: str | None
     metadata: dict[str, str]
     headers: dict[str, str]
+    rate_limit: float | None
+    rate_limit_burst: float | None
+    max_in_flight: int | None
+    circuit: CircuitOut
+    disabled_reason: str | None
+    disabled_at: str | None
     created_at: str
     updated_at: str
+
+
+class HealthWindowOut(BaseModel):
+    window: Literal["1h", "24h"]
+    attempts: int
+    succeeded: int
+    success_rate: float | None
+    latency_ms: dict[str, float | None]
+    last_error: str | None
+    last_error_at: str | None
+
+
+class EndpointHealthOut(BaseModel):
+    endpoint_id: str
+    enabled: bool
+    circuit: CircuitOut
+    disabled_reason: str | None
+    windows: list[HealthWindowOut]
 
 
 class EndpointCreated(EndpointOut):

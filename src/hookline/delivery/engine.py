@@ -20,7 +20,7 @@ from hookline.errors import StoreError
 from hookline.models import AttemptVerdict, ClaimedDelivery, DeliveryStatus
 from hookline.observers import Observers
 from hookline.retry import RetryPolicies
-from hookline.store.base import Store
+from hookline.store.base import ClaimRules, HealthRules, Store
 
 CLAIM_BATCH_MAX = 200
 IDLE_POLL_SECONDS = 1.0
@@ -41,20 +41,19 @@ class DeliveryEngine:
         policies: RetryPolicies,
         *,
         worker_count: int,
-        per_endpoint: int,
+        claim_rules: ClaimRules,
+        health_rules: HealthRules,
         dlq_retention_days: float,
-        lease_margin_seconds: float,
         observers: Observers,
     ) -> None:
         self._store = store
         self._sender = sender
         self._policies = policies
         self.worker_count = worker_count
-        self._per_endpoint = per_endpoint
+        self._claim_rules = claim_rules
         self._dlq_retention_days = dlq_retention_days
-        self._lease_margin_seconds = lease_margin_seconds
         self._observers = observers
-        self._verdicts = VerdictWriter(store)
+        self._verdicts = VerdictWriter(store, health_rules)
         self._wake = asyncio.Event()
         self._stopping = False
         self._dispatcher: asyncio.Task[None] | None = None
@@ -127,11 +126,7 @@ class DeliveryEngine:
         if free <= 0:
             return []
         return await self._store.claim_due(
-            time.time(),
-            min(free, CLAIM_BATCH_MAX),
-            self._busy,
-            self._per_endpoint,
-            self._lease_margin_seconds,
+            time.time(), min(free, CLAIM_BATCH_MAX), self._busy, self._claim_rules
         )
 
     async def _idle_seconds(self, claimed_some: bool) -> float:
@@ -175,6 +170,23 @@ class DeliveryEngine:
         self._wake.set()
 
     async def _attempt(self, claim: ClaimedDelivery) -> None:
+        if claim.probe:
+            log.info(
+                "circuit half-open: sending one probe",
+                action="circuit_probe",
+                event_id=claim.event_id,
+                delivery_id=claim.delivery_id,
+                endpoint_id=claim.endpoint_id,
+                attempt=claim.attempt,
+            )
+        log.debug(
+            "attempt starting",
+            action="attempt_started",
+            event_id=claim.event_id,
+            delivery_id=claim.delivery_id,
+            endpoint_id=claim.endpoint_id,
+            attempt=claim.attempt,
+        )
         result = await self._sender.send(claim)
         verdict = judge(claim, result, self._policies, self._dlq_retention_days, time.time())
         _log_verdict(verdict)

@@ -14,9 +14,10 @@ from hookline.models import (
     AttemptVerdict,
     ClaimedDelivery,
     DeliveryStatus,
+    EndpointChange,
 )
 from hookline.retry import RetryPolicies
-from hookline.store.base import Store
+from hookline.store.base import HealthRules, Store
 
 SECONDS_PER_DAY = 86_400
 WRITE_RETRY_SECONDS = 1.0
@@ -53,8 +54,9 @@ class VerdictWriter:
     load by itself, without a timer.
     """
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, rules: HealthRules) -> None:
         self._store = store
+        self._rules = rules
         self._waiting: list[AttemptVerdict] = []
         self._flusher: asyncio.Task[None] | None = None
         self.applied = 0
@@ -78,7 +80,7 @@ class VerdictWriter:
         while self._waiting:
             batch, self._waiting = self._waiting, []
             try:
-                results = await self._store.record_verdicts(batch)
+                recorded = await self._store.record_verdicts(batch, self._rules)
             except StoreError as exc:
                 # The leases are still ours until they expire; try again shortly, and if the
                 # store stays away longer than that, another worker repeats the attempt.
@@ -91,7 +93,9 @@ class VerdictWriter:
                 self._waiting[:0] = batch
                 await asyncio.sleep(WRITE_RETRY_SECONDS)
                 continue
-            for verdict, applied in zip(batch, results, strict=True):
+            for change in recorded.changes:
+                _log_endpoint_change(change)
+            for verdict, applied in zip(batch, recorded.applied, strict=True):
                 if applied:
                     self.applied += 1
                 else:
@@ -104,3 +108,21 @@ class VerdictWriter:
                         endpoint_id=verdict.claim.endpoint_id,
                         attempt=verdict.claim.attempt,
                     )
+
+
+def _log_endpoint_change(change: EndpointChange) -> None:
+    if change.disabled_reason is not None:
+        log.error(
+            "endpoint disabled; its pending deliveries moved to the dead-letter queue",
+            action="endpoint_disabled",
+            endpoint_id=change.endpoint_id,
+            reason=change.disabled_reason,
+        )
+        return
+    log.warning(
+        f"circuit {change.before} -> {change.after}",
+        action="circuit_changed",
+        endpoint_id=change.endpoint_id,
+        circuit=str(change.after),
+        paused_until=change.paused_until,
+    )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -24,10 +24,36 @@ from hookline.models import (
     DeliveryStatus,
     Endpoint,
     Event,
+    HealthWindow,
     NewEvent,
     Page,
+    Recorded,
     Stats,
 )
+from hookline.protection.breaker import BreakerPolicy
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimRules:
+    """The limits a claim applies besides each endpoint's own settings."""
+
+    max_in_flight: int
+    """Attempts in flight per endpoint in one process, unless the endpoint sets its own."""
+    lease_margin_seconds: float
+    global_rate_limit: float | None = None
+    """Attempts per second across all endpoints and instances; None for no limit."""
+    global_rate_burst: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HealthRules:
+    """How attempt outcomes move an endpoint's circuit and when it is disabled."""
+
+    breaker: BreakerPolicy
+    disable_after_seconds: float | None
+    """Disable an endpoint that failed every attempt for this long; None never does."""
+    dead_letter_seconds: float
+    """How long the dead letters of a disabled endpoint's pending deliveries are kept."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +98,13 @@ class Store(Protocol):
     async def ping(self) -> None:
         """Raise :class:`StoreUnavailable` unless the store answers now."""
 
+    async def watch_for_work(self, wake: Callable[[], None]) -> None:
+        """Call ``wake`` whenever another process adds due work, until :meth:`close`.
+
+        Returns at once; watching goes on in the background and survives reconnects. Work this
+        process adds is its own to announce (the intake wakes the engine directly).
+        """
+
     # Endpoints
 
     async def create_endpoint(self, endpoint: Endpoint) -> Endpoint: ...
@@ -105,28 +138,30 @@ class Store(Protocol):
     # The delivery engine
 
     async def claim_due(
-        self,
-        now: float,
-        limit: int,
-        busy: Mapping[str, int],
-        per_endpoint: int,
-        lease_margin_seconds: float,
+        self, now: float, limit: int, busy: Mapping[str, int], rules: ClaimRules
     ) -> list[ClaimedDelivery]:
-        """Lease up to ``limit`` due deliveries, keeping each endpoint within ``per_endpoint``.
+        """Lease up to ``limit`` due deliveries that their endpoints may receive now.
 
-        ``busy`` counts the attempts already in flight per endpoint in this process; endpoints
-        at the cap are skipped in the query, so their backlog cannot crowd out the others.
+        An endpoint may receive one only while it is enabled, not paused (open circuit or a
+        receiver's Retry-After), below its in-flight cap (``busy`` counts this process's
+        attempts in flight per endpoint) and within its rate limit and the global one. An open
+        circuit whose cool-down is over lets one probe through and turns half-open. Endpoints
+        that may not receive are passed over, so their backlog cannot crowd out the others.
 
         Each claim counts as an attempt and carries a fresh lease token; the lease lasts the
-        endpoint's timeout plus ``lease_margin_seconds``, after which another worker may take
-        the delivery over.
+        endpoint's timeout plus ``rules.lease_margin_seconds``, after which another worker may
+        take the delivery over.
         """
 
-    async def record_verdicts(self, verdicts: Sequence[AttemptVerdict]) -> list[bool]:
-        """Write each attempt and its delivery's new state, in one transaction.
+    async def record_verdicts(
+        self, verdicts: Sequence[AttemptVerdict], rules: HealthRules
+    ) -> Recorded:
+        """Write each attempt, its delivery's new state and its endpoint's health, atomically.
 
-        Returns, per verdict, whether it was applied: False when the lease had been taken over,
-        so that a late result never overwrites newer state.
+        A verdict whose lease had been taken over is discarded, so that a late result never
+        overwrites newer state. Endpoint health follows :mod:`hookline.protection.breaker`; an
+        endpoint that answered 410 Gone, or has failed every attempt for
+        ``rules.disable_after_seconds``, is disabled and its pending deliveries go to the DLQ.
         """
 
     async def release(self, claims: Sequence[ClaimedDelivery], now: float) -> None:
@@ -138,6 +173,9 @@ class Store(Protocol):
     async def count_pending(self) -> int: ...
 
     # Tracking
+
+    async def endpoint_health(self, endpoint_id: str, since: float, now: float) -> HealthWindow:
+        """Summarize the attempts to the endpoint that started at or after ``since``."""
 
     async def get_delivery(self, delivery_id: str) -> tuple[Delivery, list[Attempt]]: ...
 
@@ -183,7 +221,11 @@ def decode_cursor(cursor: str | None) -> str | None:
         return None
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        return base64.urlsafe_b64decode(padded.encode()).decode()
+        # Strict decoding: a cursor with stray characters must not quietly mean "start over".
+        decoded = base64.b64decode(padded.encode(), altchars=b"-_", validate=True).decode()
+        if not decoded:
+            raise ValueError("empty cursor")
+        return decoded
     except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
         raise InvalidInput(
             "The cursor is not one this API returned; pass next_cursor from the previous page."

@@ -18,9 +18,19 @@ from hookline.models import (
     Endpoint,
     NewEvent,
 )
-from hookline.store.base import DeadLetterFilter, DeliveryFilter, IdempotencyKey, Store
+from hookline.protection.breaker import BreakerPolicy
+from hookline.store.base import (
+    ClaimRules,
+    DeadLetterFilter,
+    DeliveryFilter,
+    HealthRules,
+    IdempotencyKey,
+    Store,
+)
 
 LEASE_MARGIN = 30.0
+RULES = ClaimRules(max_in_flight=100, lease_margin_seconds=LEASE_MARGIN)
+HEALTH = HealthRules(BreakerPolicy(), disable_after_seconds=None, dead_letter_seconds=3600)
 
 
 def endpoint(events: list[str] | None = None, **fields: object) -> Endpoint:
@@ -55,8 +65,16 @@ def verdict(
     return AttemptVerdict(claim, result, status, next_at, expires)
 
 
-async def claim(store: Store, now: float | None = None, limit: int = 10) -> list[ClaimedDelivery]:
-    return await store.claim_due(now or time.time(), limit, {}, 100, LEASE_MARGIN)
+async def claim(
+    store: Store, now: float | None = None, limit: int = 10, rules: ClaimRules | None = None
+) -> list[ClaimedDelivery]:
+    return await store.claim_due(now or time.time(), limit, {}, rules or RULES)
+
+
+async def record(
+    store: Store, verdicts: list[AttemptVerdict], rules: HealthRules = HEALTH
+) -> list[bool]:
+    return (await store.record_verdicts(verdicts, rules)).applied
 
 
 async def test_accept_fans_out_to_matching_enabled_endpoints(store: Store) -> None:
@@ -75,7 +93,7 @@ async def test_claim_then_delivered_verdict(store: Store) -> None:
     [accepted] = await store.accept_events([event()], None, time.time())
 
     [claimed] = await claim(store)
-    applied = await store.record_verdicts([verdict(claimed, DeliveryStatus.DELIVERED)])
+    applied = await record(store, [verdict(claimed, DeliveryStatus.DELIVERED)])
 
     assert applied == [True]
     assert claimed.attempt == 1
@@ -106,8 +124,8 @@ async def test_late_verdict_from_an_expired_lease_is_discarded(store: Store) -> 
     [stale] = await claim(store, now)
     [current] = await claim(store, now + 1.0 + LEASE_MARGIN + 1)
 
-    applied = await store.record_verdicts(
-        [verdict(current, DeliveryStatus.DELIVERED), verdict(stale, DeliveryStatus.FAILED)]
+    applied = await record(
+        store, [verdict(current, DeliveryStatus.DELIVERED), verdict(stale, DeliveryStatus.FAILED)]
     )
 
     assert applied == [True, False]
@@ -122,7 +140,8 @@ async def test_claim_keeps_each_endpoint_within_its_cap(store: Store) -> None:
     other = await store.create_endpoint(endpoint(["b"]))
     await store.accept_events([event("a") for _ in range(5)] + [event("b")], None, time.time())
 
-    claimed = await store.claim_due(time.time(), 10, {busy_one.id: 1}, 2, LEASE_MARGIN)
+    capped = ClaimRules(max_in_flight=2, lease_margin_seconds=LEASE_MARGIN)
+    claimed = await store.claim_due(time.time(), 10, {busy_one.id: 1}, capped)
 
     per_endpoint = [c.endpoint_id for c in claimed]
     assert per_endpoint.count(busy_one.id) == 1
@@ -146,7 +165,7 @@ async def test_retry_verdict_schedules_the_next_attempt(store: Store) -> None:
     [claimed] = await claim(store)
     later = time.time() + 60
 
-    await store.record_verdicts([verdict(claimed, DeliveryStatus.PENDING, later)])
+    await record(store, [verdict(claimed, DeliveryStatus.PENDING, later)])
 
     assert await claim(store) == []
     assert await store.next_due_at() == pytest.approx(later)
@@ -157,7 +176,7 @@ async def test_failed_verdict_creates_a_dead_letter_that_replays(store: Store) -
     target = await store.create_endpoint(endpoint())
     [accepted] = await store.accept_events([event("payment.failed")], None, time.time())
     [claimed] = await claim(store)
-    await store.record_verdicts([verdict(claimed, DeliveryStatus.FAILED)])
+    await record(store, [verdict(claimed, DeliveryStatus.FAILED)])
 
     [message] = (await store.list_dead_letters(DeadLetterFilter(), None, 10)).items
     assert message.event_id == accepted.event_id
@@ -235,7 +254,7 @@ async def test_purge_removes_expired_dead_letters_and_old_idempotency_keys(store
     await store.create_endpoint(endpoint())
     await store.accept_events([event()], IdempotencyKey("old", "h"), time.time())
     [claimed] = await claim(store)
-    await store.record_verdicts([verdict(claimed, DeliveryStatus.FAILED)])
+    await record(store, [verdict(claimed, DeliveryStatus.FAILED)])
 
     purged = await store.purge_expired(time.time() + 7200, time.time() + 1)
 
@@ -261,6 +280,7 @@ async def test_a_capped_endpoints_backlog_does_not_starve_the_others(store: Stor
     await store.accept_events([event("flood") for _ in range(60)], None, time.time() - 10)
     await store.accept_events([event("quiet")], None, time.time())
 
-    claimed = await store.claim_due(time.time(), 5, {flooded.id: 2}, 2, LEASE_MARGIN)
+    capped = ClaimRules(max_in_flight=2, lease_margin_seconds=LEASE_MARGIN)
+    claimed = await store.claim_due(time.time(), 5, {flooded.id: 2}, capped)
 
     assert [c.endpoint_id for c in claimed] == [quiet.id]

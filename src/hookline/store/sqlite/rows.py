@@ -10,23 +10,28 @@ import orjson
 from hookline.models import (
     Attempt,
     AttemptOutcome,
+    CircuitState,
     DeadLetter,
     Delivery,
     DeliveryStatus,
     Endpoint,
+    EndpointHealth,
 )
 
 ENDPOINT_COLUMNS = (
     "id, url, secret, events, enabled, max_retries, timeout_seconds, description, metadata, "
-    "headers, created_at, updated_at"
+    "headers, created_at, updated_at, rate_limit, rate_limit_burst, max_in_flight, "
+    "circuit_state, consecutive_failures, paused_until, failing_since, disabled_reason, "
+    "disabled_at"
 )
+HEALTH_COLUMNS = "circuit_state, consecutive_failures, paused_until, failing_since"
 DELIVERY_COLUMNS = (
     "id, event_id, endpoint_id, status, attempt_count, next_attempt_at, lease_token, last_error, "
     "created_at, updated_at, delivered_at, event_type"
 )
 ATTEMPT_COLUMNS = (
     "delivery_id, number, started_at, duration_ms, outcome, status_code, error, response_body, "
-    "response_truncated"
+    "response_truncated, endpoint_id"
 )
 DEAD_LETTER_COLUMNS = (
     "d.id, d.delivery_id, d.event_id, d.endpoint_id, d.event_type, e.body, d.endpoint_url, "
@@ -48,6 +53,25 @@ def endpoint_from_row(row: sqlite3.Row | tuple[Any, ...]) -> Endpoint:
         headers=orjson.loads(row[9]),
         created_at=row[10],
         updated_at=row[11],
+        rate_limit=row[12],
+        rate_limit_burst=row[13],
+        max_in_flight=row[14],
+        health=health_from_row(row[15:19]),
+        disabled_reason=row[19],
+        disabled_at=row[20],
+    )
+
+
+def health_from_row(row: sqlite3.Row | tuple[Any, ...]) -> EndpointHealth:
+    return EndpointHealth(CircuitState(row[0]), row[1], row[2], row[3])
+
+
+def health_values(health: EndpointHealth) -> tuple[Any, ...]:
+    return (
+        str(health.circuit),
+        health.consecutive_failures,
+        health.paused_until,
+        health.failing_since,
     )
 
 
@@ -65,6 +89,12 @@ def endpoint_values(endpoint: Endpoint) -> tuple[Any, ...]:
         orjson.dumps(endpoint.headers).decode(),
         endpoint.created_at,
         endpoint.updated_at,
+        endpoint.rate_limit,
+        endpoint.rate_limit_burst,
+        endpoint.max_in_flight,
+        *health_values(endpoint.health),
+        endpoint.disabled_reason,
+        endpoint.disabled_at,
     )
 
 
@@ -113,3 +143,8 @@ def dead_letter_from_row(row: tuple[Any, ...]) -> DeadLetter:
         created_at=row[9],
         expires_at=row[10],
     )
+
+
+def placeholders(count: int) -> str:
+    """``?, ?, …`` for an INSERT of ``count`` columns."""
+    return ", ".join("?" * count)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import random
+import math
 import sqlite3
-import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,19 +22,25 @@ from hookline.models import (
     DeliveryStatus,
     Endpoint,
     Event,
+    HealthWindow,
     NewEvent,
     Page,
+    Recorded,
     Stats,
 )
 from hookline.store.base import (
+    ClaimRules,
     DeadLetterFilter,
     DeliveryFilter,
+    HealthRules,
     IdempotencyKey,
     Purged,
     decode_cursor,
     encode_cursor,
 )
+from hookline.store.sqlite.claims import claim
 from hookline.store.sqlite.connection import Readers, Writer, connect, migrate
+from hookline.store.sqlite.outcomes import record
 from hookline.store.sqlite.rows import (
     ATTEMPT_COLUMNS,
     DEAD_LETTER_COLUMNS,
@@ -46,12 +51,9 @@ from hookline.store.sqlite.rows import (
     delivery_from_row,
     endpoint_from_row,
     endpoint_values,
+    placeholders,
 )
 from hookline.subscriptions import Subscription
-
-# Claims read a few more due rows than they need, so that skipping endpoints that are at their
-# concurrency cap still leaves enough work for the free slots.
-CLAIM_OVERSCAN = 4
 
 _ENDPOINT_FIELDS = {
     "url",
@@ -63,8 +65,19 @@ _ENDPOINT_FIELDS = {
     "description",
     "metadata",
     "headers",
+    "rate_limit",
+    "rate_limit_burst",
+    "max_in_flight",
 }
 _JSON_FIELDS = {"events", "metadata", "headers"}
+_FRESH_HEALTH = {
+    "circuit_state": "closed",
+    "consecutive_failures": 0,
+    "paused_until": None,
+    "failing_since": None,
+    "disabled_reason": None,
+    "disabled_at": None,
+}
 
 
 class SQLiteStore:
@@ -99,12 +112,15 @@ class SQLiteStore:
     async def ping(self) -> None:
         await self._readers.run(lambda conn: conn.execute("SELECT 1").fetchone())
 
+    async def watch_for_work(self, wake: Callable[[], None]) -> None:
+        """Nothing to watch: one process owns a SQLite file, and it wakes its own engine."""
+
     # Endpoints
 
     async def create_endpoint(self, endpoint: Endpoint) -> Endpoint:
         def insert(conn: sqlite3.Connection) -> None:
             conn.execute(
-                f"INSERT INTO endpoints ({ENDPOINT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                f"INSERT INTO endpoints ({ENDPOINT_COLUMNS}) VALUES ({placeholders(21)})",
                 endpoint_values(endpoint),
             )
 
@@ -138,6 +154,16 @@ class SQLiteStore:
                 for name, value in changes.items()
             }
             values["updated_at"] = now
+            if changes.get("enabled") is True:
+                # Enabling through the API is a person saying "try again": start afresh.
+                values.update(_FRESH_HEALTH)
+                conn.execute(
+                    "UPDATE deliveries SET next_attempt_at = ? WHERE endpoint_id = ? "
+                    "AND status = 'pending' AND lease_token IS NULL",
+                    (now, endpoint_id),
+                )
+            if "rate_limit" in changes or "rate_limit_burst" in changes:
+                conn.execute("DELETE FROM rate_buckets WHERE key = ?", (endpoint_id,))
             assignments = ", ".join(f"{name} = ?" for name in values)
             conn.execute(
                 f"UPDATE endpoints SET {assignments} WHERE id = ?",
@@ -252,19 +278,14 @@ class SQLiteStore:
     # The delivery engine
 
     async def claim_due(
-        self,
-        now: float,
-        limit: int,
-        busy: Mapping[str, int],
-        per_endpoint: int,
-        lease_margin_seconds: float,
+        self, now: float, limit: int, busy: Mapping[str, int], rules: ClaimRules
     ) -> list[ClaimedDelivery]:
-        return await self._writer.run(
-            _claim, now, limit, dict(busy), per_endpoint, lease_margin_seconds, durable=False
-        )
+        return await self._writer.run(claim, now, limit, dict(busy), rules, durable=False)
 
-    async def record_verdicts(self, verdicts: Sequence[AttemptVerdict]) -> list[bool]:
-        return await self._writer.run(_record, list(verdicts), durable=False)
+    async def record_verdicts(
+        self, verdicts: Sequence[AttemptVerdict], rules: HealthRules
+    ) -> Recorded:
+        return await self._writer.run(record, list(verdicts), rules, durable=False)
 
     async def release(self, claims: Sequence[ClaimedDelivery], now: float) -> None:
         def give_back(conn: sqlite3.Connection) -> None:
@@ -293,6 +314,36 @@ class SQLiteStore:
             ).fetchone()
         )
         return int(row[0])
+
+    async def endpoint_health(self, endpoint_id: str, since: float, now: float) -> HealthWindow:
+        def summarize(conn: sqlite3.Connection) -> HealthWindow:
+            _fetch_endpoint(conn, endpoint_id)
+            where = "FROM attempts WHERE endpoint_id = ? AND started_at >= ?"
+            count, succeeded = conn.execute(
+                f"SELECT COUNT(*), COALESCE(SUM(outcome = 'success'), 0) {where}",
+                (endpoint_id, since),
+            ).fetchone()
+            p50, p95, p99 = (
+                _percentile(conn, where, (endpoint_id, since), count, share)
+                for share in (0.50, 0.95, 0.99)
+            )
+            last = conn.execute(
+                f"SELECT error, started_at {where} AND outcome != 'success' "
+                "ORDER BY started_at DESC LIMIT 1",
+                (endpoint_id, since),
+            ).fetchone()
+            return HealthWindow(
+                seconds=now - since,
+                attempts=count,
+                succeeded=succeeded,
+                p50_ms=p50,
+                p95_ms=p95,
+                p99_ms=p99,
+                last_error=last[0] if last else None,
+                last_error_at=last[1] if last else None,
+            )
+
+        return await self._readers.run(summarize)
 
     # Tracking
 
@@ -422,8 +473,9 @@ class SQLiteStore:
                 (now,),
             ).fetchone()[0]
             letters = conn.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]
-            endpoints, enabled = conn.execute(
-                "SELECT COUNT(*), COALESCE(SUM(enabled), 0) FROM endpoints"
+            endpoints, enabled, circuits_open = conn.execute(
+                "SELECT COUNT(*), COALESCE(SUM(enabled), 0), "
+                "COALESCE(SUM(enabled = 1 AND circuit_state != 'closed'), 0) FROM endpoints"
             ).fetchone()
             return Stats(
                 pending=by_status.get("pending", 0),
@@ -433,6 +485,7 @@ class SQLiteStore:
                 dead_letters=letters,
                 endpoints=endpoints,
                 endpoints_enabled=enabled,
+                circuits_open=circuits_open,
             )
 
         return await self._readers.run(count)
@@ -569,159 +622,14 @@ def _replay(conn: sqlite3.Connection, message: DeadLetter, now: float) -> Delive
     return delivery
 
 
-_CLAIM_SELECT = (
-    "SELECT d.id, d.event_id, d.event_type, v.body, d.endpoint_id, e.url, e.secret, "
-    "e.timeout_seconds, e.headers, e.max_retries, d.attempt_count, d.created_at "
-    "FROM deliveries d INDEXED BY {index} JOIN endpoints e ON e.id = d.endpoint_id "
-    "JOIN events v ON v.id = d.event_id "
-    "WHERE d.status = 'pending' AND d.next_attempt_at <= ? AND e.enabled = 1 "
-)
-# INDEXED BY pins the partial indexes: the planner would otherwise pick the status index and
-# sort every pending row on each claim.
-_CLAIM_HEAD = _CLAIM_SELECT.format(index="deliveries_due") + "ORDER BY d.next_attempt_at LIMIT ?"
-_CLAIM_FOR_ENDPOINT = (
-    _CLAIM_SELECT.format(index="deliveries_due_by_endpoint")
-    + "AND d.endpoint_id = ? ORDER BY d.next_attempt_at LIMIT ?"
-)
-
-
-def _claim(
-    conn: sqlite3.Connection,
-    now: float,
-    limit: int,
-    busy: dict[str, int],
-    per_endpoint: int,
-    lease_margin_seconds: float,
-) -> list[ClaimedDelivery]:
-    window = limit * CLAIM_OVERSCAN
-    head = conn.execute(_CLAIM_HEAD, (now, window)).fetchall()
-    picked, skipped = _within_caps(head, busy, per_endpoint, limit)
-
-    if skipped and len(head) == window and len(picked) < limit:
-        # The head of the queue belongs to endpoints at their cap, and more is due behind it.
-        # Look endpoint by endpoint, so one endpoint's backlog cannot starve the others.
-        endpoint_ids = [
-            row[0] for row in conn.execute("SELECT id FROM endpoints WHERE enabled = 1")
-        ]
-        random.shuffle(endpoint_ids)  # no endpoint is always first in line
-        taken = {row[0] for row in picked}
-        for endpoint_id in endpoint_ids:
-            room = min(per_endpoint - busy.get(endpoint_id, 0), limit - len(picked))
-            if room <= 0:
-                continue
-            rows = conn.execute(_CLAIM_FOR_ENDPOINT, (now, endpoint_id, room)).fetchall()
-            more, _ = _within_caps([r for r in rows if r[0] not in taken], busy, per_endpoint, room)
-            picked.extend(more)
-            if len(picked) >= limit:
-                break
-
-    claims = [_claimed(row) for row in picked]
-    conn.executemany(
-        "UPDATE deliveries SET lease_token = ?, attempt_count = ?, next_attempt_at = ?, "
-        "updated_at = ? WHERE id = ?",
-        [
-            (
-                c.lease_token,
-                c.attempt,
-                now + c.timeout_seconds + lease_margin_seconds,
-                now,
-                c.delivery_id,
-            )
-            for c in claims
-        ],
-    )
-    return claims
-
-
-def _within_caps(
-    rows: list[Any], busy: dict[str, int], per_endpoint: int, limit: int
-) -> tuple[list[Any], bool]:
-    """Take rows in order while their endpoints have room; count each one taken in ``busy``."""
-    picked = []
-    skipped = False
-    for row in rows:
-        if len(picked) == limit:
-            break
-        endpoint_id = row[4]
-        if busy.get(endpoint_id, 0) >= per_endpoint:
-            skipped = True
-            continue
-        busy[endpoint_id] = busy.get(endpoint_id, 0) + 1
-        picked.append(row)
-    return picked, skipped
-
-
-def _claimed(row: Any) -> ClaimedDelivery:
-    return ClaimedDelivery(
-        delivery_id=row[0],
-        event_id=row[1],
-        event_type=row[2],
-        body=row[3],
-        endpoint_id=row[4],
-        url=row[5],
-        secret=row[6],
-        timeout_seconds=row[7],
-        headers=orjson.loads(row[8]),
-        max_retries=row[9],
-        attempt=row[10] + 1,
-        lease_token=uuid.uuid4().hex,
-        accepted_at=row[11],
-    )
-
-
-def _record(conn: sqlite3.Connection, verdicts: list[AttemptVerdict]) -> list[bool]:
-    applied = []
-    for verdict in verdicts:
-        claim, result = verdict.claim, verdict.result
-        finished_at = result.started_at + result.duration_ms / 1000
-        delivered_at = finished_at if verdict.status is DeliveryStatus.DELIVERED else None
-        updated = conn.execute(
-            "UPDATE deliveries SET status = ?, next_attempt_at = ?, lease_token = NULL, "
-            "last_error = ?, updated_at = ?, delivered_at = ? WHERE id = ? AND lease_token = ?",
-            (
-                str(verdict.status),
-                verdict.next_attempt_at,
-                result.error,
-                finished_at,
-                delivered_at,
-                claim.delivery_id,
-                claim.lease_token,
-            ),
-        )
-        if updated.rowcount == 0:
-            applied.append(False)
-            continue
-        conn.execute(
-            f"INSERT OR REPLACE INTO attempts ({ATTEMPT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
-            (
-                claim.delivery_id,
-                claim.attempt,
-                result.started_at,
-                result.duration_ms,
-                str(result.outcome),
-                result.status_code,
-                result.error,
-                result.response_body,
-                int(result.response_truncated),
-            ),
-        )
-        if verdict.dead_letter_expires_at is not None:
-            conn.execute(
-                "INSERT OR REPLACE INTO dead_letters (id, delivery_id, event_id, endpoint_id, "
-                "event_type, endpoint_url, failure_reason, attempts, created_at, expires_at) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (
-                    new_id("dlq"),
-                    claim.delivery_id,
-                    claim.event_id,
-                    claim.endpoint_id,
-                    claim.event_type,
-                    claim.url,
-                    result.error or "unknown failure",
-                    claim.attempt,
-                    finished_at,
-                    verdict.dead_letter_expires_at,
-                ),
-            )
-        applied.append(True)
-    return applied
+def _percentile(
+    conn: sqlite3.Connection, where: str, params: tuple[Any, ...], count: int, share: float
+) -> float | None:
+    """The attempt duration below which ``share`` of the attempts fall (nearest rank)."""
+    if count == 0:
+        return None
+    rank = max(math.ceil(share * count) - 1, 0)
+    row = conn.execute(
+        f"SELECT duration_ms {where} ORDER BY duration_ms LIMIT 1 OFFSET ?", (*params, rank)
+    ).fetchone()
+    return None if row is None else float(row[0])

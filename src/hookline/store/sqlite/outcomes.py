@@ -1,0 +1,201 @@
+"""Recording attempt verdicts: the delivery's new state, the attempt, the dead letter, and
+what the outcome means for the endpoint's circuit and whether it stays enabled.
+
+Runs on the writer thread inside one transaction.
+"""
+
+from __future__ import annotations
+
+import datetime
+import sqlite3
+from typing import Any
+
+from hookline.ids import new_id
+from hookline.models import (
+    AttemptVerdict,
+    DeliveryStatus,
+    EndpointChange,
+    EndpointHealth,
+    Recorded,
+)
+from hookline.protection import breaker
+from hookline.store.base import HealthRules
+from hookline.store.sqlite.rows import (
+    ATTEMPT_COLUMNS,
+    HEALTH_COLUMNS,
+    health_from_row,
+    health_values,
+    placeholders,
+)
+
+GONE = 410
+SECONDS_PER_DAY = 86_400
+
+
+def record(
+    conn: sqlite3.Connection, verdicts: list[AttemptVerdict], rules: HealthRules
+) -> Recorded:
+    """Apply every verdict whose lease is still current; track endpoint health as we go."""
+    outcome = Recorded(applied=[])
+    healths: dict[str, EndpointHealth] = {}
+    for verdict in verdicts:
+        applied = _apply(conn, verdict)
+        outcome.applied.append(applied)
+        if applied:
+            _update_health(conn, verdict, rules, healths, outcome)
+    return outcome
+
+
+def _apply(conn: sqlite3.Connection, verdict: AttemptVerdict) -> bool:
+    claim, result = verdict.claim, verdict.result
+    finished_at = result.started_at + result.duration_ms / 1000
+    delivered_at = finished_at if verdict.status is DeliveryStatus.DELIVERED else None
+    updated = conn.execute(
+        "UPDATE deliveries SET status = ?, next_attempt_at = ?, lease_token = NULL, "
+        "last_error = ?, updated_at = ?, delivered_at = ? WHERE id = ? AND lease_token = ?",
+        (
+            str(verdict.status),
+            verdict.next_attempt_at,
+            result.error,
+            finished_at,
+            delivered_at,
+            claim.delivery_id,
+            claim.lease_token,
+        ),
+    )
+    if updated.rowcount == 0:
+        return False
+    conn.execute(
+        f"INSERT OR REPLACE INTO attempts ({ATTEMPT_COLUMNS}) VALUES ({placeholders(10)})",
+        (
+            claim.delivery_id,
+            claim.attempt,
+            result.started_at,
+            result.duration_ms,
+            str(result.outcome),
+            result.status_code,
+            result.error,
+            result.response_body,
+            int(result.response_truncated),
+            claim.endpoint_id,
+        ),
+    )
+    if verdict.dead_letter_expires_at is not None:
+        _dead_letter(
+            conn,
+            [(claim.delivery_id, claim.event_id, claim.event_type, claim.attempt)],
+            claim.endpoint_id,
+            claim.url,
+            result.error or "unknown failure",
+            finished_at,
+            verdict.dead_letter_expires_at,
+        )
+    return True
+
+
+def _update_health(
+    conn: sqlite3.Connection,
+    verdict: AttemptVerdict,
+    rules: HealthRules,
+    healths: dict[str, EndpointHealth],
+    outcome: Recorded,
+) -> None:
+    claim, result = verdict.claim, verdict.result
+    endpoint_id = claim.endpoint_id
+    now = result.started_at + result.duration_ms / 1000
+    before = healths.get(endpoint_id) or _load_health(conn, endpoint_id)
+    if before is None:  # deleted while the attempt was in flight
+        return
+
+    after = breaker.after_attempt(before, result.succeeded, now, rules.breaker)
+    if result.retry_after_seconds is not None:
+        after = breaker.paused_by_receiver(after, result.retry_after_seconds, now)
+    healths[endpoint_id] = after
+    if after != before:
+        conn.execute(
+            "UPDATE endpoints SET circuit_state = ?, consecutive_failures = ?, "
+            "paused_until = ?, failing_since = ? WHERE id = ?",
+            (*health_values(after), endpoint_id),
+        )
+    if after.circuit is not before.circuit:
+        outcome.changes.append(
+            EndpointChange(endpoint_id, before.circuit, after.circuit, after.paused_until)
+        )
+
+    reason = _disable_reason(result.status_code, after, rules, now)
+    if reason is not None:
+        _disable(conn, endpoint_id, claim.url, reason, now, rules)
+        outcome.changes.append(
+            EndpointChange(endpoint_id, after.circuit, after.circuit, disabled_reason=reason)
+        )
+
+
+def _load_health(conn: sqlite3.Connection, endpoint_id: str) -> EndpointHealth | None:
+    row = conn.execute(
+        f"SELECT {HEALTH_COLUMNS} FROM endpoints WHERE id = ? AND enabled = 1", (endpoint_id,)
+    ).fetchone()
+    return None if row is None else health_from_row(row)
+
+
+def _disable_reason(
+    status_code: int | None, health: EndpointHealth, rules: HealthRules, now: float
+) -> str | None:
+    if status_code == GONE:
+        return "The endpoint answered 410 Gone, which says it no longer exists."
+    limit = rules.disable_after_seconds
+    failing_since = health.failing_since
+    if limit is None or failing_since is None or now - failing_since < limit:
+        return None
+    since = datetime.datetime.fromtimestamp(failing_since, datetime.UTC)
+    return (
+        f"Every attempt has failed since {since:%Y-%m-%d %H:%M} UTC "
+        f"({limit / SECONDS_PER_DAY:g} days or more)."
+    )
+
+
+def _disable(
+    conn: sqlite3.Connection,
+    endpoint_id: str,
+    url: str,
+    reason: str,
+    now: float,
+    rules: HealthRules,
+) -> None:
+    """Disable the endpoint and move every delivery still pending for it to the DLQ."""
+    conn.execute(
+        "UPDATE endpoints SET enabled = 0, disabled_reason = ?, disabled_at = ?, "
+        "updated_at = ? WHERE id = ?",
+        (reason, now, now, endpoint_id),
+    )
+    pending = conn.execute(
+        "SELECT id, event_id, event_type, attempt_count FROM deliveries "
+        "WHERE endpoint_id = ? AND status = 'pending'",
+        (endpoint_id,),
+    ).fetchall()
+    conn.execute(
+        "UPDATE deliveries SET status = 'failed', next_attempt_at = NULL, lease_token = NULL, "
+        "last_error = ?, updated_at = ? WHERE endpoint_id = ? AND status = 'pending'",
+        (reason, now, endpoint_id),
+    )
+    _dead_letter(conn, pending, endpoint_id, url, reason, now, now + rules.dead_letter_seconds)
+
+
+def _dead_letter(
+    conn: sqlite3.Connection,
+    deliveries: list[Any],
+    endpoint_id: str,
+    url: str,
+    reason: str,
+    now: float,
+    expires_at: float,
+) -> None:
+    """Park deliveries (id, event id, event type, attempts) in the dead-letter queue."""
+    conn.executemany(
+        "INSERT OR REPLACE INTO dead_letters (id, delivery_id, event_id, endpoint_id, "
+        "event_type, endpoint_url, failure_reason, attempts, created_at, expires_at) "
+        f"VALUES ({placeholders(10)})",
+        [
+            (new_id("dlq"), d[0], d[1], endpoint_id, d[2], url, reason, d[3], now, expires_at)
+            for d in deliveries
+        ],
+    )
