@@ -106,6 +106,9 @@ class Settings(BaseSettings):
 
     dlq_retention_days: float = Field(7.0, gt=0, description="days, more than 0")
     idempotency_retention_hours: float = Field(24.0, gt=0, description="hours, more than 0")
+    stream_retention_hours: float = Field(
+        72.0, gt=0, description="hours the delivery change feed is kept, more than 0"
+    )
     max_payload_bytes: int = Field(
         256 * KIB, ge=KIB, description="bytes per request body, 1024 or more"
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ import structlog
 
 from hookline.errors import QueueFull
 from hookline.ids import new_id
+from hookline.logs import delivery_keys
 from hookline.models import AcceptedEvent, NewEvent
 from hookline.observers import Observers
 from hookline.store.base import IdempotencyKey, Store
@@ -72,7 +74,15 @@ class Intake:
         self, requests: Sequence[EventRequest], idempotency: IdempotencyKey | None
     ) -> list[AcceptedEvent]:
         """Store the events with their deliveries; return once they are committed."""
-        await self._check_backpressure()
+        try:
+            await self._check_backpressure()
+        except QueueFull:
+            # A repeat of a request we already accepted adds nothing to the queue: answer it.
+            repeat = None if idempotency is None else await self._store.find_repeat(idempotency)
+            if repeat is None:
+                raise
+            self._log_accepted(repeat)
+            return repeat
         now = time.time()
         events = [
             NewEvent(
@@ -90,6 +100,10 @@ class Intake:
             self._pending_estimate += created
             self._on_accepted()
         self._observers.on_accepted(events, accepted)
+        self._log_accepted(accepted)
+        return accepted
+
+    def _log_accepted(self, accepted: list[AcceptedEvent]) -> None:
         for item in accepted:
             log.info(
                 "event accepted" if item.created else "event repeated with its idempotency key",
@@ -97,7 +111,10 @@ class Intake:
                 event_id=item.event_id,
                 deliveries=len(item.deliveries),
             )
-        return accepted
+            # A line per delivery would multiply the log by the fan-out, so only at DEBUG.
+            if item.created and log.is_enabled_for(logging.DEBUG):
+                for delivery in item.deliveries:
+                    log.debug("delivery queued", action="queued", **delivery_keys(delivery))
 
     async def _check_backpressure(self) -> None:
         if self._max_pending == 0:

@@ -237,6 +237,35 @@ class HealthWindow:
     last_error_at: float | None
 
 
+class ChangeKind(enum.StrEnum):
+    """What happened to a delivery; the values are the stream's ``change`` field."""
+
+    ACCEPTED = "accepted"
+    ATTEMPT_FAILED = "attempt_failed"
+    DELIVERED = "delivered"
+    DEAD_LETTERED = "dead_lettered"
+    REPLAYED = "replayed"
+    RESCHEDULED = "rescheduled"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryChange:
+    """One change of one delivery's state, numbered in commit order."""
+
+    seq: int
+    delivery_id: str
+    event_id: str
+    endpoint_id: str
+    event_type: str
+    change: ChangeKind
+    status: DeliveryStatus
+    attempt: int
+    detail: str | None
+    next_attempt_at: float | None
+    at: float
+
+
 @dataclass(slots=True)
 class Page:
     """One page of a list, with the cursor that fetches the next (None on the last page)."""

@@ -21,6 +21,7 @@ from hookline.metrics import DeliveryMetrics
 from hookline.observers import Observers
 from hookline.store import store_for
 from hookline.store.base import Store
+from hookline.stream import ChangeSignal
 
 HOUSEKEEPING_INTERVAL_SECONDS = 60.0
 SECONDS_PER_HOUR = 3_600
@@ -58,6 +59,8 @@ class Service:
             per_endpoint=settings.metrics_per_endpoint,
         )
         self.observers.add(self.metrics)
+        self.changes = ChangeSignal()
+        self.observers.add(self.changes)
         self.api_keys: ApiKeys | None = None
         self.shutting_down = False
         self._housekeeping: asyncio.Task[None] | None = None
@@ -85,16 +88,21 @@ class Service:
         await self.store.close()
 
     async def purge(self) -> None:
-        """Delete expired dead letters and idempotency keys."""
+        """Delete expired dead letters, idempotency keys and change-feed entries."""
         now = time.time()
-        cutoff = now - self.settings.idempotency_retention_hours * SECONDS_PER_HOUR
-        purged = await self.store.purge_expired(now, cutoff)
-        if purged.dead_letters or purged.idempotency_keys:
+        hours = self.settings
+        purged = await self.store.purge_expired(
+            now,
+            idempotency_cutoff=now - hours.idempotency_retention_hours * SECONDS_PER_HOUR,
+            changes_cutoff=now - hours.stream_retention_hours * SECONDS_PER_HOUR,
+        )
+        if purged.dead_letters or purged.idempotency_keys or purged.changes:
             log.info(
                 "purged expired records",
                 action="purged",
                 dead_letters=purged.dead_letters,
                 idempotency_keys=purged.idempotency_keys,
+                changes=purged.changes,
             )
 
     async def _keep_house(self) -> None:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import pytest
-
 from tests.conftest import RunningServer, ServerFactory
 from tests.receivers import Receiver, Reply
 
@@ -116,12 +114,6 @@ async def test_drained_queue__accepts_events_again(
     assert stats["queue_depth"] == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Intake.accept checks backpressure before the store looks the Idempotency-Key up, "
-    "so repeating an already accepted request while the queue is full answers 503 queue_full "
-    "instead of the first answer",
-)
 async def test_repeat_of_an_accepted_request_while_the_queue_is_full__gets_the_first_answer(
     start_server: ServerFactory, receiver: Receiver
 ) -> None:

@@ -21,6 +21,7 @@ from hookline.models import (
     ClaimedDelivery,
     DeadLetter,
     Delivery,
+    DeliveryChange,
     DeliveryStatus,
     Endpoint,
     Event,
@@ -78,9 +79,16 @@ class IdempotencyKey:
 
 
 @dataclass(frozen=True, slots=True)
+class ChangeFilter:
+    endpoint_id: str | None = None
+    event_type: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Purged:
     dead_letters: int
     idempotency_keys: int
+    changes: int = 0
 
 
 class Store(Protocol):
@@ -131,6 +139,12 @@ class Store(Protocol):
 
         A repeat of an idempotency key with the same request hash returns what the first request
         created; with another hash it raises :class:`Conflict`, as does an event id that exists.
+        """
+
+    async def find_repeat(self, idempotency: IdempotencyKey) -> list[AcceptedEvent] | None:
+        """Return what the first request with this key created, or None for a new key.
+
+        Raises :class:`Conflict` when the key came with a different request hash.
         """
 
     async def get_event(self, event_id: str) -> tuple[Event, list[Delivery]]: ...
@@ -203,9 +217,25 @@ class Store(Protocol):
 
     async def delete_dead_letter(self, dead_letter_id: str) -> None: ...
 
+    # The change feed
+
+    async def changes_since(
+        self, after_seq: int, where: ChangeFilter, limit: int
+    ) -> list[DeliveryChange]:
+        """Return up to ``limit`` changes numbered above ``after_seq``, oldest first.
+
+        A change is visible here only once every change numbered below it is visible too, so
+        a reader that remembers the last number it saw never skips one.
+        """
+
+    async def latest_change_seq(self) -> int:
+        """Return the number of the newest change, or 0 when there is none."""
+
     # Housekeeping
 
-    async def purge_expired(self, now: float, idempotency_cutoff: float) -> Purged: ...
+    async def purge_expired(
+        self, now: float, idempotency_cutoff: float, changes_cutoff: float
+    ) -> Purged: ...
 
     async def stats(self, now: float) -> Stats: ...
 

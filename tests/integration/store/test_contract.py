@@ -13,6 +13,7 @@ from hookline.models import (
     AttemptOutcome,
     AttemptResult,
     AttemptVerdict,
+    ChangeKind,
     ClaimedDelivery,
     DeliveryStatus,
     Endpoint,
@@ -20,6 +21,7 @@ from hookline.models import (
 )
 from hookline.protection.breaker import BreakerPolicy
 from hookline.store.base import (
+    ChangeFilter,
     ClaimRules,
     DeadLetterFilter,
     DeliveryFilter,
@@ -256,7 +258,7 @@ async def test_purge_removes_expired_dead_letters_and_old_idempotency_keys(store
     [claimed] = await claim(store)
     await record(store, [verdict(claimed, DeliveryStatus.FAILED)])
 
-    purged = await store.purge_expired(time.time() + 7200, time.time() + 1)
+    purged = await store.purge_expired(time.time() + 7200, time.time() + 1, 0.0)
 
     assert (purged.dead_letters, purged.idempotency_keys) == (1, 1)
     assert (await store.stats(time.time())).dead_letters == 0
@@ -284,3 +286,27 @@ async def test_a_capped_endpoints_backlog_does_not_starve_the_others(store: Stor
     claimed = await store.claim_due(time.time(), 5, {flooded.id: 2}, capped)
 
     assert [c.endpoint_id for c in claimed] == [quiet.id]
+
+
+async def test_change_feed_numbers_every_state_change_in_order(store: Store) -> None:
+    first = await store.create_endpoint(endpoint(["a"]))
+    await store.create_endpoint(endpoint(["b"]))
+    start = await store.latest_change_seq()
+    await store.accept_events([event("a"), event("b")], None, time.time())
+    [claimed] = await claim(store, limit=1)
+    await record(store, [verdict(claimed, DeliveryStatus.DELIVERED)])
+
+    changes = await store.changes_since(start, ChangeFilter(), 100)
+    only_first = await store.changes_since(start, ChangeFilter(endpoint_id=first.id), 100)
+
+    assert [c.change for c in changes] == [
+        ChangeKind.ACCEPTED,
+        ChangeKind.ACCEPTED,
+        ChangeKind.DELIVERED,
+    ]
+    assert [c.seq for c in changes] == sorted({c.seq for c in changes})
+    assert await store.latest_change_seq() == changes[-1].seq
+    assert {c.endpoint_id for c in only_first} == {first.id}
+    assert await store.changes_since(changes[-1].seq, ChangeFilter(), 100) == []
+    purged = await store.purge_expired(time.time(), 0.0, changes_cutoff=time.time() + 1)
+    assert purged.changes == 3

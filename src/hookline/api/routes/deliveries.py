@@ -5,17 +5,22 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, status
-from starlette.responses import Response
+import structlog
+from fastapi import APIRouter, Header, Query, status
+from starlette.responses import Response, StreamingResponse
 
 from hookline.api import render
 from hookline.api.deps import ServiceDep
 from hookline.api.render import JSON
 from hookline.api.schemas import DeliveryDetail, DeliveryOut
+from hookline.logs import delivery_keys
 from hookline.models import DeliveryStatus
-from hookline.store.base import DeliveryFilter
+from hookline.store.base import ChangeFilter, DeliveryFilter
+from hookline.stream import parse_position, stream_changes
 
 router = APIRouter(prefix="/deliveries", tags=["deliveries"])
+
+log = structlog.get_logger(__name__)
 
 
 @router.get("", response_model=dict[str, Any])
@@ -32,6 +37,40 @@ async def list_deliveries(
     page = await service.store.list_deliveries(where, cursor, limit)
     now = time.time()
     return JSON(render.page(page, lambda item: render.delivery(item, now)))
+
+
+@router.get(
+    "/stream",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def stream_deliveries(
+    service: ServiceDep,
+    endpoint_id: str | None = None,
+    event_type: str | None = None,
+    since: Annotated[int | None, Query(ge=0)] = None,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+) -> StreamingResponse:
+    """Every delivery state change as it happens (Server-Sent Events), with a heartbeat.
+
+    Starts with new changes, or after ``since`` (0 for everything retained); a client that
+    reconnects with ``Last-Event-ID`` resumes right after the last change it received.
+    """
+    start = parse_position(last_event_id, since, await service.store.latest_change_seq())
+    messages = stream_changes(
+        service.store,
+        service.changes,
+        start,
+        ChangeFilter(endpoint_id=endpoint_id, event_type=event_type),
+        render.iso,
+        lambda: service.shutting_down,
+    )
+    return StreamingResponse(
+        messages,
+        media_type="text/event-stream",
+        # Proxies must pass each message on as it comes rather than buffer the stream.
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
 
 
 @router.get("/{delivery_id}", response_model=DeliveryDetail)
@@ -53,4 +92,13 @@ async def retry_delivery(delivery_id: str, service: ServiceDep) -> Response:
     """
     delivery = await service.store.retry_delivery(delivery_id, time.time())
     service.engine.wake()
+    if delivery.id == delivery_id:
+        log.info("delivery made due now", action="retry_requested", **delivery_keys(delivery))
+    else:
+        log.info(
+            "delivery replayed as a fresh round",
+            action="replayed",
+            replay_of=delivery_id,
+            **delivery_keys(delivery),
+        )
     return JSON(render.delivery(delivery), status_code=202)

@@ -13,6 +13,7 @@ from typing import Any
 from hookline.ids import new_id
 from hookline.models import (
     AttemptVerdict,
+    ChangeKind,
     DeliveryStatus,
     EndpointChange,
     EndpointHealth,
@@ -20,6 +21,7 @@ from hookline.models import (
 )
 from hookline.protection import breaker
 from hookline.store.base import HealthRules
+from hookline.store.sqlite import changes
 from hookline.store.sqlite.rows import (
     ATTEMPT_COLUMNS,
     HEALTH_COLUMNS,
@@ -29,6 +31,11 @@ from hookline.store.sqlite.rows import (
 )
 
 GONE = 410
+_CHANGE_BY_STATUS = {
+    DeliveryStatus.DELIVERED: ChangeKind.DELIVERED,
+    DeliveryStatus.PENDING: ChangeKind.ATTEMPT_FAILED,
+    DeliveryStatus.FAILED: ChangeKind.DEAD_LETTERED,
+}
 SECONDS_PER_DAY = 86_400
 
 
@@ -65,6 +72,15 @@ def _apply(conn: sqlite3.Connection, verdict: AttemptVerdict) -> bool:
     )
     if updated.rowcount == 0:
         return False
+    changes.note(
+        conn,
+        [(claim.delivery_id, claim.event_id, claim.endpoint_id, claim.event_type, claim.attempt)],
+        _CHANGE_BY_STATUS[verdict.status],
+        verdict.status,
+        finished_at,
+        detail=result.error,
+        next_attempt_at=verdict.next_attempt_at,
+    )
     conn.execute(
         f"INSERT OR REPLACE INTO attempts ({ATTEMPT_COLUMNS}) VALUES ({placeholders(10)})",
         (
@@ -176,6 +192,14 @@ def _disable(
         "UPDATE deliveries SET status = 'failed', next_attempt_at = NULL, lease_token = NULL, "
         "last_error = ?, updated_at = ? WHERE endpoint_id = ? AND status = 'pending'",
         (reason, now, endpoint_id),
+    )
+    changes.note(
+        conn,
+        [(d[0], d[1], endpoint_id, d[2], d[3]) for d in pending],
+        ChangeKind.DEAD_LETTERED,
+        DeliveryStatus.FAILED,
+        now,
+        detail=reason,
     )
     _dead_letter(conn, pending, endpoint_id, url, reason, now, now + rules.dead_letter_seconds)
 

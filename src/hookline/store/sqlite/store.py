@@ -16,9 +16,11 @@ from hookline.models import (
     AcceptedEvent,
     Attempt,
     AttemptVerdict,
+    ChangeKind,
     ClaimedDelivery,
     DeadLetter,
     Delivery,
+    DeliveryChange,
     DeliveryStatus,
     Endpoint,
     Event,
@@ -29,6 +31,7 @@ from hookline.models import (
     Stats,
 )
 from hookline.store.base import (
+    ChangeFilter,
     ClaimRules,
     DeadLetterFilter,
     DeliveryFilter,
@@ -38,6 +41,7 @@ from hookline.store.base import (
     decode_cursor,
     encode_cursor,
 )
+from hookline.store.sqlite import changes
 from hookline.store.sqlite.claims import claim
 from hookline.store.sqlite.connection import Readers, Writer, connect, migrate
 from hookline.store.sqlite.outcomes import record
@@ -176,6 +180,19 @@ class SQLiteStore:
     async def delete_endpoint(self, endpoint_id: str, now: float) -> None:
         def delete(conn: sqlite3.Connection) -> None:
             _fetch_endpoint(conn, endpoint_id)
+            pending = conn.execute(
+                f"SELECT {DELIVERY_COLUMNS} FROM deliveries "
+                "WHERE endpoint_id = ? AND status = 'pending'",
+                (endpoint_id,),
+            ).fetchall()
+            changes.note(
+                conn,
+                (changes.ref(delivery_from_row(row)) for row in pending),
+                ChangeKind.CANCELLED,
+                DeliveryStatus.FAILED,
+                now,
+                detail="The endpoint was deleted.",
+            )
             conn.execute(
                 "UPDATE deliveries SET status = 'failed', next_attempt_at = NULL, "
                 "lease_token = NULL, last_error = 'The endpoint was deleted.', updated_at = ? "
@@ -229,6 +246,9 @@ class SQLiteStore:
                 f"INSERT INTO deliveries ({DELIVERY_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 [_delivery_values(d) for d in deliveries],
             )
+            changes.note(
+                conn, map(changes.ref, deliveries), ChangeKind.ACCEPTED, DeliveryStatus.PENDING, now
+            )
             accepted.append(AcceptedEvent(event.id, deliveries, created=True))
 
         if idempotency is not None:
@@ -259,6 +279,9 @@ class SQLiteStore:
             live = {(endpoint_id, patterns) for endpoint_id, patterns in rows}
             self._subscriptions = {k: v for k, v in self._subscriptions.items() if k in live}
         return found
+
+    async def find_repeat(self, idempotency: IdempotencyKey) -> list[AcceptedEvent] | None:
+        return await self._readers.run(_idempotent_repeat, idempotency)
 
     async def get_event(self, event_id: str) -> tuple[Event, list[Delivery]]:
         def fetch(conn: sqlite3.Connection) -> tuple[Event, list[Delivery]]:
@@ -391,6 +414,14 @@ class SQLiteStore:
                     "UPDATE deliveries SET next_attempt_at = ?, updated_at = ? WHERE id = ?",
                     (now, now, delivery_id),
                 )
+                changes.note(
+                    conn,
+                    [changes.ref(delivery)],
+                    ChangeKind.RESCHEDULED,
+                    DeliveryStatus.PENDING,
+                    now,
+                    next_attempt_at=now,
+                )
                 return _fetch_delivery(conn, delivery_id)
             conn.execute("DELETE FROM dead_letters WHERE delivery_id = ?", (delivery_id,))
             return _new_round(conn, delivery.event_id, delivery.endpoint_id, now)
@@ -450,15 +481,31 @@ class SQLiteStore:
 
         await self._writer.run(delete)
 
+    # The change feed
+
+    async def changes_since(
+        self, after_seq: int, where: ChangeFilter, limit: int
+    ) -> list[DeliveryChange]:
+        return await self._readers.run(changes.since, after_seq, where, limit)
+
+    async def latest_change_seq(self) -> int:
+        row = await self._readers.run(
+            lambda conn: conn.execute("SELECT MAX(seq) FROM delivery_changes").fetchone()
+        )
+        return int(row[0] or 0)
+
     # Housekeeping
 
-    async def purge_expired(self, now: float, idempotency_cutoff: float) -> Purged:
+    async def purge_expired(
+        self, now: float, idempotency_cutoff: float, changes_cutoff: float
+    ) -> Purged:
         def purge(conn: sqlite3.Connection) -> Purged:
             letters = conn.execute("DELETE FROM dead_letters WHERE expires_at <= ?", (now,))
             keys = conn.execute(
                 "DELETE FROM idempotency_keys WHERE created_at < ?", (idempotency_cutoff,)
             )
-            return Purged(letters.rowcount, keys.rowcount)
+            feed = conn.execute("DELETE FROM delivery_changes WHERE at < ?", (changes_cutoff,))
+            return Purged(letters.rowcount, keys.rowcount, feed.rowcount)
 
         return await self._writer.run(purge)
 
@@ -613,6 +660,7 @@ def _new_round(conn: sqlite3.Connection, event_id: str, endpoint_id: str, now: f
         f"INSERT INTO deliveries ({DELIVERY_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
         _delivery_values(delivery),
     )
+    changes.note(conn, [changes.ref(delivery)], ChangeKind.REPLAYED, DeliveryStatus.PENDING, now)
     return delivery
 
 
