@@ -13,6 +13,8 @@ import sys
 import orjson
 import structlog
 
+from hookline.models import Delivery
+
 
 def _orjson_dumps(value: object, **_: object) -> str:
     return orjson.dumps(value, default=str).decode()
@@ -60,3 +62,16 @@ def configure_logging(level: str, log_format: str) -> None:
     # uvicorn's access log would write a line per request; hookline logs what matters itself.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
     logging.getLogger("uvicorn.error").propagate = True
+
+
+def delivery_keys(delivery: Delivery) -> dict[str, object]:
+    """The keys every line about a delivery carries, for one outside an attempt.
+
+    ``attempt`` is then the number of attempts made so far (0 for a delivery not yet tried).
+    """
+    return {
+        "event_id": delivery.event_id,
+        "delivery_id": delivery.id,
+        "endpoint_id": delivery.endpoint_id,
+        "attempt": delivery.attempt_count,
+    }

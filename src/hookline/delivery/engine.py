@@ -109,25 +109,25 @@ class DeliveryEngine:
         while not self._stopping:
             # Cleared before looking for work, so a wake-up that arrives meanwhile is kept.
             self._wake.clear()
+            wanted = min(self.worker_count - self.in_flight, CLAIM_BATCH_MAX)
             try:
-                claimed = await self._claim()
+                claimed = await self._claim(wanted)
             except StoreError as exc:
                 log.warning("claim failed, retrying", action="claim_failed", error=str(exc))
                 await self._sleep(STORE_RETRY_SECONDS)
                 continue
             for claim in claimed:
                 self._start_attempt(claim)
-            if claimed and self.in_flight < self.worker_count:
-                continue  # more may be due right now
+            if wanted > 0 and len(claimed) == wanted and self.in_flight < self.worker_count:
+                continue  # a full batch: more may be due right now
+            # Fewer than asked for: what is due is held back by limits, and a finishing
+            # attempt or new work wakes us; asking again at once would only repeat the query.
             await self._sleep(await self._idle_seconds(bool(claimed)))
 
-    async def _claim(self) -> list[ClaimedDelivery]:
-        free = self.worker_count - self.in_flight
-        if free <= 0:
+    async def _claim(self, wanted: int) -> list[ClaimedDelivery]:
+        if wanted <= 0:
             return []
-        return await self._store.claim_due(
-            time.time(), min(free, CLAIM_BATCH_MAX), self._busy, self._claim_rules
-        )
+        return await self._store.claim_due(time.time(), wanted, self._busy, self._claim_rules)
 
     async def _idle_seconds(self, claimed_some: bool) -> float:
         if self.in_flight >= self.worker_count or claimed_some:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any
 
+import structlog
 from fastapi import APIRouter, Query, status
 from starlette.responses import Response
 
@@ -12,9 +13,12 @@ from hookline.api import render
 from hookline.api.deps import ServiceDep
 from hookline.api.render import JSON
 from hookline.api.schemas import BulkReplayIn, BulkReplayOut, DeadLetterOut, DeliveryOut
+from hookline.logs import delivery_keys
 from hookline.store.base import DeadLetterFilter
 
 router = APIRouter(prefix="/dlq", tags=["dead-letter queue"])
+
+log = structlog.get_logger(__name__)
 
 
 @router.get("", response_model=dict[str, Any])
@@ -36,6 +40,8 @@ async def replay_dead_letters(body: BulkReplayIn, service: ServiceDep) -> Respon
     where = DeadLetterFilter(endpoint_id=body.endpoint_id, event_type=body.event_type)
     deliveries = await service.store.replay_dead_letters(where, body.limit, time.time())
     service.engine.wake()
+    for delivery in deliveries:
+        log.info("dead letter replayed", action="replayed", **delivery_keys(delivery))
     return JSON(
         {
             "replayed": len(deliveries),
@@ -56,10 +62,17 @@ async def replay_dead_letter(dead_letter_id: str, service: ServiceDep) -> Respon
     """Start a fresh round of attempts; the event keeps its id so receivers can de-duplicate."""
     delivery = await service.store.replay_dead_letter(dead_letter_id, time.time())
     service.engine.wake()
+    log.info(
+        "dead letter replayed",
+        action="replayed",
+        dead_letter_id=dead_letter_id,
+        **delivery_keys(delivery),
+    )
     return JSON(render.delivery(delivery), status_code=202)
 
 
 @router.delete("/{dead_letter_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_dead_letter(dead_letter_id: str, service: ServiceDep) -> Response:
     await service.store.delete_dead_letter(dead_letter_id)
+    log.info("dead letter deleted", action="dead_letter_deleted", dead_letter_id=dead_letter_id)
     return Response(status_code=204)

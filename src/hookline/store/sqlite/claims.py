@@ -21,15 +21,16 @@ from hookline.store.base import ClaimRules
 from hookline.store.sqlite.rows import HEALTH_COLUMNS, health_from_row, health_values
 
 # Claims read a few more due rows than they need, so that passing over endpoints that may not
-# receive now still leaves enough work for the free slots.
-CLAIM_OVERSCAN = 4
+# receive now still leaves work for the free slots; endpoints further back are reached one by
+# one when the head of the queue is held back.
+CLAIM_EXTRA_ROWS = 16
 
+# The body is read afterwards, only for the rows admitted.
 _CLAIM_SELECT = (
-    "SELECT d.id, d.event_id, d.event_type, v.body, d.endpoint_id, e.url, e.secret, "
+    "SELECT d.id, d.event_id, d.event_type, NULL, d.endpoint_id, e.url, e.secret, "
     "e.timeout_seconds, e.headers, e.max_retries, d.attempt_count, d.created_at, "
     f"e.enabled, e.max_in_flight, e.rate_limit, e.rate_limit_burst, {HEALTH_COLUMNS} "
     "FROM deliveries d INDEXED BY {index} JOIN endpoints e ON e.id = d.endpoint_id "
-    "JOIN events v ON v.id = d.event_id "
     "WHERE d.status = 'pending' AND d.next_attempt_at <= ? "
 )
 # INDEXED BY pins the partial indexes: the planner would otherwise pick the status index and
@@ -41,6 +42,7 @@ _CLAIM_FOR_ENDPOINT = (
     + "AND d.endpoint_id = ? ORDER BY d.next_attempt_at LIMIT ?"
 )
 _ENDPOINT = 4
+_SQLITE_MAX_PARAMETERS = 500
 _ENABLED, _MAX_IN_FLIGHT, _RATE, _BURST, _HEALTH = 12, 13, 14, 15, slice(16, 20)
 
 
@@ -133,7 +135,7 @@ def claim(
     if limit <= 0:
         return []
 
-    window = limit * CLAIM_OVERSCAN
+    window = limit + CLAIM_EXTRA_ROWS
     head = conn.execute(_CLAIM_HEAD, (now, window)).fetchall()
     picked = _admitted(head, gate, limit)
     if len(head) == window and len(picked) < limit and len(picked) < len(head):
@@ -141,7 +143,7 @@ def claim(
         # is due behind it. Look endpoint by endpoint so their backlog cannot starve the rest.
         picked += _past_the_head(conn, gate, limit - len(picked), {row[0] for row in picked})
 
-    claims = [_claimed(row) for row in picked]
+    claims = _with_bodies(conn, [_claimed(row) for row in picked])
     _lease(conn, claims, now, rules.lease_margin_seconds)
     _start_probes(conn, gate, claims, now, rules.lease_margin_seconds)
     gate.save_buckets()
@@ -180,12 +182,30 @@ def _past_the_head(conn: sqlite3.Connection, gate: _Gate, wanted: int, seen: set
     return picked
 
 
+def _with_bodies(
+    conn: sqlite3.Connection, claims: list[ClaimedDelivery]
+) -> list[ClaimedDelivery]:
+    event_ids = list({c.event_id for c in claims})
+    bodies: dict[str, bytes] = {}
+    for start in range(0, len(event_ids), _SQLITE_MAX_PARAMETERS):
+        chunk = event_ids[start : start + _SQLITE_MAX_PARAMETERS]
+        bodies.update(
+            conn.execute(
+                f"SELECT id, body FROM events WHERE id IN ({', '.join('?' * len(chunk))})",
+                chunk,
+            ).fetchall()
+        )
+    for item in claims:
+        item.body = bodies[item.event_id]
+    return claims
+
+
 def _claimed(row: Any) -> ClaimedDelivery:
     return ClaimedDelivery(
         delivery_id=row[0],
         event_id=row[1],
         event_type=row[2],
-        body=row[3],
+        body=b"",
         endpoint_id=row[4],
         url=row[5],
         secret=row[6],
