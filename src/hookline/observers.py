@@ -17,7 +17,7 @@ class DeliveryObserver(Protocol):
         """Events were committed with their deliveries (repeats have ``created`` False)."""
 
     def on_verdict(self, verdict: AttemptVerdict) -> None:
-        """An attempt finished and its delivery's new state was decided."""
+        """An attempt finished and its delivery's new state was written to the store."""
 
 
 class Observers:

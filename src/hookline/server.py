@@ -9,6 +9,7 @@ import uvicorn
 
 from hookline.api.app import create_app
 from hookline.config import Settings
+from hookline.service import Service
 
 
 def serve(settings: Settings) -> None:
@@ -30,7 +31,23 @@ def serve(settings: Settings) -> None:
     # second delivery changes nothing, so a clean shutdown exits 0 as a service manager expects.
     for handled in (signal.SIGTERM, signal.SIGINT):
         signal.signal(handled, _already_handled)
-    uvicorn.Server(config).run()
+    _Server(config, app.state.service).run()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, telling the service the moment a shutdown signal arrives.
+
+    uvicorn drains open connections before the app's own shutdown runs; marking the service
+    as shutting down here makes /ready answer 503 and ends live streams during that drain.
+    """
+
+    def __init__(self, config: uvicorn.Config, service: Service) -> None:
+        super().__init__(config)
+        self._service = service
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self._service.shutting_down = True
+        super().handle_exit(sig, frame)
 
 
 def _already_handled(signum: int, frame: FrameType | None) -> None:

@@ -41,7 +41,6 @@ class ChangeSignal:
         self.notify()
 
     def on_verdict(self, verdict: AttemptVerdict) -> None:
-        # The verdict is written a moment later, in a batch; the poll picks up any straggler.
         self.notify()
 
 

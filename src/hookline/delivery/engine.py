@@ -52,8 +52,7 @@ class DeliveryEngine:
         self.worker_count = worker_count
         self._claim_rules = claim_rules
         self._dlq_retention_days = dlq_retention_days
-        self._observers = observers
-        self._verdicts = VerdictWriter(store, health_rules)
+        self._verdicts = VerdictWriter(store, health_rules, observers)
         self._wake = asyncio.Event()
         self._stopping = False
         self._dispatcher: asyncio.Task[None] | None = None
@@ -190,7 +189,6 @@ class DeliveryEngine:
         result = await self._sender.send(claim)
         verdict = judge(claim, result, self._policies, self._dlq_retention_days, time.time())
         _log_verdict(verdict)
-        self._observers.on_verdict(verdict)
         self._verdicts.add(verdict)
 
 

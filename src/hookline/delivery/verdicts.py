@@ -17,6 +17,7 @@ from hookline.models import (
     EndpointChange,
 )
 from hookline.retry import RetryPolicies
+from hookline.observers import Observers
 from hookline.store.base import HealthRules, Store
 
 SECONDS_PER_DAY = 86_400
@@ -54,9 +55,10 @@ class VerdictWriter:
     load by itself, without a timer.
     """
 
-    def __init__(self, store: Store, rules: HealthRules) -> None:
+    def __init__(self, store: Store, rules: HealthRules, observers: Observers) -> None:
         self._store = store
         self._rules = rules
+        self._observers = observers
         self._waiting: list[AttemptVerdict] = []
         self._flusher: asyncio.Task[None] | None = None
         self.applied = 0
@@ -98,6 +100,8 @@ class VerdictWriter:
             for verdict, applied in zip(batch, recorded.applied, strict=True):
                 if applied:
                     self.applied += 1
+                    # Only now, so watchers never count a result that was then discarded.
+                    self._observers.on_verdict(verdict)
                 else:
                     self.superseded += 1
                     log.warning(
