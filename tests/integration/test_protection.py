@@ -10,8 +10,9 @@ from tests.receivers import Receiver, Reply
 
 
 async def wait_for(condition: object, timeout: float = 10.0) -> None:
+    """Poll the API until ``condition`` holds; the state lives in another task's writes."""
     async with asyncio.timeout(timeout):
-        while not await condition():  # type: ignore[operator]
+        while not await condition():  # type: ignore[operator]  # noqa: ASYNC110
             await asyncio.sleep(0.05)
 
 

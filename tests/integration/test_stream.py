@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 
 from tests.conftest import API_KEY, RunningServer
-from tests.receivers import Receiver, Received, Reply
+from tests.receivers import Received, Receiver, Reply
 
 
 async def sse_messages(response: aiohttp.ClientResponse) -> AsyncIterator[dict[str, Any]]:
@@ -122,6 +122,8 @@ async def test_stream_filters_by_endpoint_and_sees_changes_as_they_happen(
 
 
 async def test_stream_needs_an_api_key(server: RunningServer) -> None:
-    async with aiohttp.ClientSession() as http:
-        async with http.get(f"{server.base_url}/api/v1/deliveries/stream") as response:
-            assert response.status == 401
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"{server.base_url}/api/v1/deliveries/stream") as response,
+    ):
+        assert response.status == 401

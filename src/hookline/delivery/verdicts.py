@@ -16,8 +16,8 @@ from hookline.models import (
     DeliveryStatus,
     EndpointChange,
 )
-from hookline.retry import RetryPolicies
 from hookline.observers import Observers
+from hookline.retry import RetryPolicies
 from hookline.store.base import HealthRules, Store
 
 SECONDS_PER_DAY = 86_400

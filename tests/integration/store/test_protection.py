@@ -175,5 +175,3 @@ async def test_endpoint_health_summarizes_recent_attempts(store: Store) -> None:
     assert (window.attempts, window.succeeded) == (4, 3)
     assert window.p50_ms == 2.0 and window.p99_ms == 3.0
     assert window.last_error == "HTTP 500"
-
-

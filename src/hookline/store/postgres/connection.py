@@ -13,12 +13,13 @@ import enum
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeAlias
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import orjson
 import structlog
+from asyncpg.pool import PoolConnectionProxy
 
 from hookline.errors import StoreUnavailable
 from hookline.store.migrations import load_migrations, pending_migrations
@@ -28,6 +29,8 @@ ACQUIRE_TIMEOUT_SECONDS = 10.0
 STATEMENT_TIMEOUT_SECONDS = 30.0
 STARTUP_RETRY_SECONDS = 30.0
 STARTUP_RETRY_PAUSE_SECONDS = 1.0
+APPLICATION_NAME = "hookline"
+"""How pooled sessions show in ``pg_stat_activity``."""
 
 # Errors after which the same call may well succeed a moment later: the server is starting,
 # shutting down, restarting, out of connection slots, or out of reach.
@@ -49,6 +52,9 @@ DRIVER_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.InternalClientError,
 )
 
+# A string, because the driver's proxy class cannot be subscripted at run time.
+PooledConnection: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"
+
 log = structlog.get_logger(__name__)
 
 
@@ -60,6 +66,8 @@ class Lock(enum.IntEnum):
     FAN_OUT = 3
     """Held shared while deliveries are created, and exclusively while an endpoint is deleted,
     so a delivery is never created for an endpoint that a concurrent delete has just removed."""
+    CHANGE_FEED = 4
+    """Held from writing delivery changes until commit, so their numbers follow commit order."""
 
 
 LOCK_NAMESPACE = int.from_bytes(b"hook", "big")
@@ -115,6 +123,7 @@ class Database:
                     init=_prepare_connection,
                     timeout=CONNECT_TIMEOUT_SECONDS,
                     command_timeout=STATEMENT_TIMEOUT_SECONDS,
+                    server_settings={"application_name": APPLICATION_NAME},
                 )
                 return
             except TRANSIENT_ERRORS as exc:
@@ -136,7 +145,7 @@ class Database:
             await pool.close()
 
     @asynccontextmanager
-    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+    async def connection(self) -> AsyncIterator[PooledConnection]:
         """Lend a pooled connection; driver errors inside become :class:`StoreUnavailable`."""
         if self._pool is None:
             raise StoreUnavailable("The PostgreSQL store is closed.")
@@ -147,7 +156,7 @@ class Database:
             raise unavailable("complete the operation", exc) from exc
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
+    async def transaction(self) -> AsyncIterator[PooledConnection]:
         """Lend a connection inside a transaction that commits when the block ends normally."""
         async with self.connection() as conn, conn.transaction():
             yield conn
@@ -161,13 +170,13 @@ class Database:
             return await conn.fetchrow(query, *args)
 
 
-async def take_lock(conn: asyncpg.Connection, lock: Lock, *, shared: bool = False) -> None:
+async def take_lock(conn: PooledConnection, lock: Lock, *, shared: bool = False) -> None:
     """Wait for an advisory lock held until the current transaction ends."""
     function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
     await conn.execute(f"SELECT {function}($1, $2)", LOCK_NAMESPACE, int(lock))
 
 
-async def try_lock(conn: asyncpg.Connection, lock: Lock) -> bool:
+async def try_lock(conn: PooledConnection, lock: Lock) -> bool:
     """Take an advisory lock held until the current transaction ends, unless someone has it."""
     taken: bool = await conn.fetchval(
         "SELECT pg_try_advisory_xact_lock($1, $2)", LOCK_NAMESPACE, int(lock)
@@ -175,7 +184,7 @@ async def try_lock(conn: asyncpg.Connection, lock: Lock) -> bool:
     return taken
 
 
-async def migrate(conn: asyncpg.Connection) -> list[int]:
+async def migrate(conn: PooledConnection) -> list[int]:
     """Apply the migrations this database lacks; return the versions applied.
 
     Instances that start together queue on a session advisory lock, so each version is applied

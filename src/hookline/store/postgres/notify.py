@@ -1,4 +1,5 @@
-"""Waking idle workers in every instance when new work is committed (LISTEN/NOTIFY).
+"""Waking idle workers in every instance when new work is committed (LISTEN/NOTIFY), and
+choosing the one instance that keeps house.
 
 The announcement is sent after the work's own transaction has committed, from a short
 transaction of its own, and at most one is in flight per instance: PostgreSQL serializes the
@@ -6,6 +7,10 @@ commits of all transactions that NOTIFY, so notifying from inside every ingestio
 would make ingestion commit one transaction at a time. Announcements that are lost (an instance
 dies between its commit and its NOTIFY, or a listener is reconnecting) cost no work: every
 instance still polls at the engine's idle interval.
+
+The listening session is also how instances agree on who purges expired records: whichever
+session holds the purge advisory lock keeps house, and when its instance dies, the session ends,
+the lock is free, and another instance's listener takes it at its next check.
 """
 
 from __future__ import annotations
@@ -23,12 +28,17 @@ from hookline.errors import StoreUnavailable
 from hookline.store.postgres.connection import (
     CONNECT_TIMEOUT_SECONDS,
     DRIVER_ERRORS,
+    LOCK_NAMESPACE,
     Database,
+    Lock,
 )
 
 CHANNEL = "hookline_work"
+LISTENER_APPLICATION_NAME = "hookline-listener"
+"""How the listening session shows in ``pg_stat_activity``."""
 LISTEN_CHECK_SECONDS = 5.0
-"""How often the listening connection is checked; a half-open TCP connection says nothing."""
+"""How often the listening connection is checked (a half-open TCP connection says nothing),
+and how soon after a housekeeper dies another instance takes over."""
 RECONNECT_PAUSE_SECONDS = 1.0
 
 log = structlog.get_logger(__name__)
@@ -44,6 +54,12 @@ class WorkSignal:
         self._announcing: asyncio.Task[None] | None = None
         self._announce_again = False
         self._listening: asyncio.Task[None] | None = None
+        self.keeps_house = False
+        """True while this instance's listening session holds the purge lock."""
+
+    @property
+    def listening(self) -> bool:
+        return self._listening is not None
 
     def announce(self) -> None:
         """Tell every other instance that work became due; returns at once."""
@@ -93,11 +109,15 @@ class WorkSignal:
 
     async def _listen_once(self, wake: Callable[[], None]) -> None:
         # A connection of its own: LISTEN belongs to a session, and the pool resets sessions.
-        conn = await asyncpg.connect(self._database.url, timeout=CONNECT_TIMEOUT_SECONDS)
+        conn = await asyncpg.connect(
+            self._database.url,
+            timeout=CONNECT_TIMEOUT_SECONDS,
+            server_settings={"application_name": LISTENER_APPLICATION_NAME},
+        )
         closed = asyncio.Event()
         conn.add_termination_listener(lambda _: closed.set())
 
-        def on_notification(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        def on_notification(_conn: Any, _pid: int, _channel: str, payload: object) -> None:
             if payload != self._instance:
                 wake()
 
@@ -106,11 +126,24 @@ class WorkSignal:
             # Whatever was announced while we were not listening is lost; look once anyway.
             wake()
             while not closed.is_set():
+                # Doubles as the check that the connection is alive.
+                await self._claim_housekeeping(conn)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(closed.wait(), LISTEN_CHECK_SECONDS)
-                if not closed.is_set():
-                    await conn.fetchval("SELECT 1", timeout=CONNECT_TIMEOUT_SECONDS)
             raise asyncpg.ConnectionDoesNotExistError("the listening connection was closed")
         finally:
+            self.keeps_house = False
             if not conn.is_closed():
                 conn.terminate()
+
+    async def _claim_housekeeping(self, conn: asyncpg.Connection) -> None:
+        if self.keeps_house:
+            await conn.fetchval("SELECT 1", timeout=CONNECT_TIMEOUT_SECONDS)
+            return
+        # A session lock, held for as long as this connection lives; taken once, not stacked.
+        self.keeps_house = await conn.fetchval(
+            "SELECT pg_try_advisory_lock($1, $2)",
+            LOCK_NAMESPACE,
+            int(Lock.PURGE),
+            timeout=CONNECT_TIMEOUT_SECONDS,
+        )

@@ -14,16 +14,21 @@ import orjson
 from hookline.models import (
     Attempt,
     AttemptOutcome,
+    CircuitState,
     DeadLetter,
     Delivery,
     DeliveryStatus,
     Endpoint,
+    EndpointHealth,
 )
 
 ENDPOINT_COLUMNS = (
     "id, url, secret, events, enabled, max_retries, timeout_seconds, description, metadata, "
-    "headers, created_at, updated_at"
+    "headers, created_at, updated_at, rate_limit, rate_limit_burst, max_in_flight, "
+    "circuit_state, consecutive_failures, paused_until, failing_since, disabled_reason, "
+    "disabled_at"
 )
+HEALTH_COLUMNS = "circuit_state, consecutive_failures, paused_until, failing_since"
 DELIVERY_COLUMNS = (
     "id, event_id, endpoint_id, status, attempt_count, next_attempt_at, lease_token, last_error, "
     "created_at, updated_at, delivered_at, event_type"
@@ -52,6 +57,31 @@ def endpoint_from_row(row: asyncpg.Record) -> Endpoint:
         headers=row["headers"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        rate_limit=row["rate_limit"],
+        rate_limit_burst=row["rate_limit_burst"],
+        max_in_flight=row["max_in_flight"],
+        health=health_from_row(row),
+        disabled_reason=row["disabled_reason"],
+        disabled_at=row["disabled_at"],
+    )
+
+
+def health_from_row(row: asyncpg.Record) -> EndpointHealth:
+    """The endpoint's health from a record that has the :data:`HEALTH_COLUMNS`."""
+    return EndpointHealth(
+        CircuitState(row["circuit_state"]),
+        row["consecutive_failures"],
+        row["paused_until"],
+        row["failing_since"],
+    )
+
+
+def health_values(health: EndpointHealth) -> tuple[Any, ...]:
+    return (
+        str(health.circuit),
+        health.consecutive_failures,
+        health.paused_until,
+        health.failing_since,
     )
 
 
@@ -69,6 +99,12 @@ def endpoint_values(endpoint: Endpoint) -> tuple[Any, ...]:
         endpoint.headers,
         endpoint.created_at,
         endpoint.updated_at,
+        endpoint.rate_limit,
+        endpoint.rate_limit_burst,
+        endpoint.max_in_flight,
+        *health_values(endpoint.health),
+        endpoint.disabled_reason,
+        endpoint.disabled_at,
     )
 
 

@@ -182,9 +182,7 @@ def _past_the_head(conn: sqlite3.Connection, gate: _Gate, wanted: int, seen: set
     return picked
 
 
-def _with_bodies(
-    conn: sqlite3.Connection, claims: list[ClaimedDelivery]
-) -> list[ClaimedDelivery]:
+def _with_bodies(conn: sqlite3.Connection, claims: list[ClaimedDelivery]) -> list[ClaimedDelivery]:
     event_ids = list({c.event_id for c in claims})
     bodies: dict[str, bytes] = {}
     for start in range(0, len(event_ids), _SQLITE_MAX_PARAMETERS):

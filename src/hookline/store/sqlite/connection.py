@@ -6,9 +6,10 @@ its own savepoint: one fsync covers many requests (group commit), a job that rai
 back alone, and no caller hears back before the commit that holds its work is on disk.
 
 Jobs that only move leases and record attempt results are not "durable": losing them in a
-power cut means an attempt is made again, which at-least-once delivery allows. A transaction
-made only of such jobs is committed at ``synchronous=NORMAL`` (no fsync); the next durable
-commit syncs the write-ahead log with everything before it.
+power cut means an attempt is made again, which at-least-once delivery allows. They are
+committed in a transaction of their own at ``synchronous=NORMAL`` (no fsync), ahead of the
+durable jobs queued with them; the next durable commit syncs the write-ahead log with
+everything before it.
 """
 
 from __future__ import annotations
@@ -157,11 +158,17 @@ class Writer:
                     stopping = True
                     break
                 batch.append(job)
-            wanted = self._synchronous.upper() if any(j.durable for j in batch) else "NORMAL"
-            if wanted != syncing:
-                conn.execute(f"PRAGMA synchronous = {wanted}")
-                syncing = wanted
-            self._commit(conn, batch)
+            # Lease moves and results go first, in a transaction of their own without a sync,
+            # so a claim never waits for the disk flush that accepted events need.
+            quick = [job for job in batch if not job.durable]
+            durable = [job for job in batch if job.durable]
+            for jobs, level in ((quick, "NORMAL"), (durable, self._synchronous.upper())):
+                if not jobs:
+                    continue
+                if level != syncing:
+                    conn.execute(f"PRAGMA synchronous = {level}")
+                    syncing = level
+                self._commit(conn, jobs)
 
     def _commit(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
         outcomes: list[tuple[bool, Any]] = []
