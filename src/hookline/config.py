@@ -193,6 +193,7 @@ class Settings(BaseSettings):
     def claim_rules(self) -> ClaimRules:
         return ClaimRules(
             max_in_flight=self.webhook_endpoint_concurrency,
+            claim_ahead=self.webhook_endpoint_concurrency,
             lease_margin_seconds=self.webhook_lease_margin_seconds,
             global_rate_limit=self.webhook_global_rate_limit,
             global_rate_burst=self.webhook_global_rate_burst,

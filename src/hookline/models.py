@@ -171,6 +171,8 @@ class ClaimedDelivery:
     accepted_at: float
     probe: bool = False
     """True when this attempt is the one probe of a half-open circuit."""
+    max_in_flight: int = 1
+    """The endpoint's cap on attempts in flight in this process."""
 
 
 @dataclass(slots=True)

@@ -1,8 +1,10 @@
 """The dispatcher: claim due deliveries in batches and run one attempt task per claim.
 
-New work wakes the dispatcher at once (:meth:`DeliveryEngine.wake`); when nothing is due it
-sleeps until the earliest scheduled retry, and at most :data:`IDLE_POLL_SECONDS`, so work added
-by other means (another process, an expired lease) is still found.
+Claims run a little ahead of the free slots (see :mod:`hookline.delivery.ready`), so a
+finishing attempt hands its slot straight to the next claim for the same endpoint. New work
+wakes the dispatcher at once (:meth:`DeliveryEngine.wake`); when nothing is due it sleeps until
+the earliest scheduled retry, and at most :data:`IDLE_POLL_SECONDS`, so work added by other
+means (another process, an expired lease) is still found.
 """
 
 from __future__ import annotations
@@ -11,9 +13,12 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
+from collections.abc import Coroutine
+from typing import Any
 
 import structlog
 
+from hookline.delivery.ready import ReadyClaims
 from hookline.delivery.sender import Sender
 from hookline.delivery.verdicts import VerdictWriter, judge
 from hookline.errors import StoreError
@@ -23,6 +28,8 @@ from hookline.retry import RetryPolicies
 from hookline.store.base import ClaimRules, HealthRules, Store
 
 CLAIM_BATCH_MAX = 200
+CLAIM_AHEAD_FACTOR = 2
+"""Claimed deliveries held at most, as a multiple of the worker count (in flight + ready)."""
 IDLE_POLL_SECONDS = 1.0
 SATURATED_POLL_SECONDS = 0.1
 STORE_RETRY_SECONDS = 1.0
@@ -32,7 +39,7 @@ log = structlog.get_logger(__name__)
 
 
 class DeliveryEngine:
-    """Keeps up to ``worker_count`` attempts in flight, at most ``per_endpoint`` per endpoint."""
+    """Keeps up to ``worker_count`` attempts in flight, each endpoint within its own cap."""
 
     def __init__(
         self,
@@ -57,7 +64,9 @@ class DeliveryEngine:
         self._stopping = False
         self._dispatcher: asyncio.Task[None] | None = None
         self._attempts: dict[asyncio.Task[None], ClaimedDelivery] = {}
-        self._busy: Counter[str] = Counter()
+        self._in_flight_to: Counter[str] = Counter()
+        self._ready = ReadyClaims()
+        self._background: set[asyncio.Task[None]] = set()
 
     @property
     def in_flight(self) -> int:
@@ -82,15 +91,16 @@ class DeliveryEngine:
         if self._dispatcher is not None:
             await self._dispatcher
 
-        unfinished: list[ClaimedDelivery] = []
+        unfinished = self._ready.drain()
         if self._attempts:
             _, pending = await asyncio.wait(list(self._attempts), timeout=grace_seconds)
-            unfinished = [self._attempts[task] for task in pending]
+            unfinished += [self._attempts[task] for task in pending]
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
 
         try:
+            await asyncio.gather(*self._background)
             await asyncio.wait_for(self._verdicts.close(), VERDICT_DRAIN_SECONDS)
             if unfinished:
                 await self._store.release(unfinished, time.time())
@@ -108,16 +118,19 @@ class DeliveryEngine:
         while not self._stopping:
             # Cleared before looking for work, so a wake-up that arrives meanwhile is kept.
             self._wake.clear()
-            wanted = min(self.worker_count - self.in_flight, CLAIM_BATCH_MAX)
+            held = self.in_flight + len(self._ready)
+            wanted = min(self.worker_count * CLAIM_AHEAD_FACTOR - held, CLAIM_BATCH_MAX)
             try:
                 claimed = await self._claim(wanted)
             except StoreError as exc:
                 log.warning("claim failed, retrying", action="claim_failed", error=str(exc))
                 await self._sleep(STORE_RETRY_SECONDS)
                 continue
+            now = time.time()
             for claim in claimed:
-                self._start_attempt(claim)
-            if wanted > 0 and len(claimed) == wanted and self.in_flight < self.worker_count:
+                self._ready.add(claim, now)
+            self._start_ready()
+            if wanted > 0 and len(claimed) == wanted:
                 continue  # a full batch: more may be due right now
             # Fewer than asked for: what is due is held back by limits, and a finishing
             # attempt or new work wakes us; asking again at once would only repeat the query.
@@ -126,7 +139,32 @@ class DeliveryEngine:
     async def _claim(self, wanted: int) -> list[ClaimedDelivery]:
         if wanted <= 0:
             return []
-        return await self._store.claim_due(time.time(), wanted, self._busy, self._claim_rules)
+        busy = Counter(self._in_flight_to)
+        for endpoint_id in self._ready.endpoints():
+            busy[endpoint_id] += self._ready.held(endpoint_id)
+        return await self._store.claim_due(time.time(), wanted, busy, self._claim_rules)
+
+    def _start_ready(self) -> None:
+        """Start waiting claims while there are free slots, overall and per endpoint."""
+        stale: list[ClaimedDelivery] = []
+        for endpoint_id in self._ready.endpoints():
+            while self.in_flight < self.worker_count:
+                waiting = self._ready.peek(endpoint_id)
+                if waiting is None or self._in_flight_to[endpoint_id] >= waiting[0].max_in_flight:
+                    break
+                claim, claimed_at = self._ready.pop(endpoint_id)
+                if time.time() - claimed_at > self._claim_rules.lease_margin_seconds / 2:
+                    # Waited so long that its lease might run out mid-attempt: give it back.
+                    stale.append(claim)
+                    continue
+                self._start_attempt(claim)
+        if stale:
+            self._run_in_background(self._store.release(stale, time.time()))
+
+    def _run_in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _idle_seconds(self, claimed_some: bool) -> float:
         if self.in_flight >= self.worker_count or claimed_some:
@@ -146,16 +184,16 @@ class DeliveryEngine:
             await asyncio.wait_for(self._wake.wait(), seconds)
 
     def _start_attempt(self, claim: ClaimedDelivery) -> None:
-        self._busy[claim.endpoint_id] += 1
+        self._in_flight_to[claim.endpoint_id] += 1
         task = asyncio.create_task(self._attempt(claim), name=f"attempt-{claim.delivery_id}")
         self._attempts[task] = claim
         task.add_done_callback(self._attempt_done)
 
     def _attempt_done(self, task: asyncio.Task[None]) -> None:
         claim = self._attempts.pop(task)
-        self._busy[claim.endpoint_id] -= 1
-        if self._busy[claim.endpoint_id] <= 0:
-            del self._busy[claim.endpoint_id]
+        self._in_flight_to[claim.endpoint_id] -= 1
+        if self._in_flight_to[claim.endpoint_id] <= 0:
+            del self._in_flight_to[claim.endpoint_id]
         if not task.cancelled() and task.exception() is not None:
             log.error(
                 "attempt crashed",
@@ -166,6 +204,8 @@ class DeliveryEngine:
                 attempt=claim.attempt,
                 exc_info=task.exception(),
             )
+        if not self._stopping:
+            self._start_ready()
         self._wake.set()
 
     async def _attempt(self, claim: ClaimedDelivery) -> None:

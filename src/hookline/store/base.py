@@ -44,6 +44,9 @@ class ClaimRules:
     global_rate_limit: float | None = None
     """Attempts per second across all endpoints and instances; None for no limit."""
     global_rate_burst: float | None = None
+    claim_ahead: int = 0
+    """Deliveries per endpoint a process may hold claimed beyond that cap (never more than the
+    cap itself), ready to start the moment an attempt finishes; ``busy`` counts those too."""
 
 
 @dataclass(frozen=True, slots=True)

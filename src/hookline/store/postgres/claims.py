@@ -140,7 +140,7 @@ class _Gate:
         if not row["enabled"]:
             return 0
         cap = row["max_in_flight"] or self.rules.max_in_flight
-        room = cap - self.busy.get(endpoint_id, 0)
+        room = cap + min(cap, self.rules.claim_ahead) - self.busy.get(endpoint_id, 0)
         health = locked_health or health_from_row(row)
         probe_room = breaker.claim_room(health, self.now)
         if probe_room is not None:
@@ -227,7 +227,7 @@ async def claim(
         # is due behind it. Look endpoint by endpoint so their backlog cannot starve the rest.
         picked += await _past_the_head(conn, gate, limit - len(picked), [r["id"] for r in head])
 
-    claims = [_claimed(row) for row in picked]
+    claims = [_claimed(row, rules) for row in picked]
     await _lease(conn, claims, now, rules.lease_margin_seconds)
     await _start_probes(conn, gate, claims, now, rules.lease_margin_seconds)
     await gate.save_buckets()
@@ -263,7 +263,7 @@ async def _past_the_head(
     return _admitted(rows, gate, wanted)
 
 
-def _claimed(row: asyncpg.Record) -> ClaimedDelivery:
+def _claimed(row: asyncpg.Record, rules: ClaimRules) -> ClaimedDelivery:
     return ClaimedDelivery(
         delivery_id=row["id"],
         event_id=row["event_id"],
@@ -278,6 +278,7 @@ def _claimed(row: asyncpg.Record) -> ClaimedDelivery:
         attempt=row["attempt_count"] + 1,
         lease_token=uuid.uuid4().hex,
         accepted_at=row["created_at"],
+        max_in_flight=row["max_in_flight"] or rules.max_in_flight,
     )
 
 

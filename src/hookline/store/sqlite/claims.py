@@ -80,7 +80,7 @@ class _Gate:
         if not row[_ENABLED]:
             return 0
         cap = row[_MAX_IN_FLIGHT] or self.rules.max_in_flight
-        room = cap - self.busy.get(endpoint_id, 0)
+        room = cap + min(cap, self.rules.claim_ahead) - self.busy.get(endpoint_id, 0)
         health = health_from_row(row[_HEALTH])
         probe_room = breaker.claim_room(health, self.now)
         if probe_room is not None:
@@ -143,7 +143,7 @@ def claim(
         # is due behind it. Look endpoint by endpoint so their backlog cannot starve the rest.
         picked += _past_the_head(conn, gate, limit - len(picked), {row[0] for row in picked})
 
-    claims = _with_bodies(conn, [_claimed(row) for row in picked])
+    claims = _with_bodies(conn, [_claimed(row, rules) for row in picked])
     _lease(conn, claims, now, rules.lease_margin_seconds)
     _start_probes(conn, gate, claims, now, rules.lease_margin_seconds)
     gate.save_buckets()
@@ -198,7 +198,7 @@ def _with_bodies(conn: sqlite3.Connection, claims: list[ClaimedDelivery]) -> lis
     return claims
 
 
-def _claimed(row: Any) -> ClaimedDelivery:
+def _claimed(row: Any, rules: ClaimRules) -> ClaimedDelivery:
     return ClaimedDelivery(
         delivery_id=row[0],
         event_id=row[1],
@@ -213,6 +213,7 @@ def _claimed(row: Any) -> ClaimedDelivery:
         attempt=row[10] + 1,
         lease_token=uuid.uuid4().hex,
         accepted_at=row[11],
+        max_in_flight=row[_MAX_IN_FLIGHT] or rules.max_in_flight,
     )
 
 
