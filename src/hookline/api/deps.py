@@ -10,7 +10,12 @@ from fastapi.security import HTTPBearer
 from hookline.service import Service
 
 
-def get_service(request: Request) -> Service:
+async def get_service(request: Request) -> Service:
+    """The service the app runs.
+
+    Async on purpose: FastAPI runs a plain ``def`` dependency in a thread pool, which cost a
+    thread hop on every request.
+    """
     service: Service = request.app.state.service
     return service
 
