@@ -251,6 +251,14 @@ class ChangeKind(enum.StrEnum):
     CANCELLED = "cancelled"
 
 
+CHANGE_AFTER_ATTEMPT = {
+    DeliveryStatus.DELIVERED: ChangeKind.DELIVERED,
+    DeliveryStatus.PENDING: ChangeKind.ATTEMPT_FAILED,
+    DeliveryStatus.FAILED: ChangeKind.DEAD_LETTERED,
+}
+"""The change an attempt's verdict records, by the delivery's new status."""
+
+
 @dataclass(frozen=True, slots=True)
 class DeliveryChange:
     """One change of one delivery's state, numbered in commit order."""

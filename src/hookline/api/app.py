@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import APIRouter, Depends, FastAPI
+from fastapi import Depends, FastAPI
 
 from hookline import __version__
 from hookline.api.auth import ApiKeyGuard
@@ -39,11 +39,17 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
     )
     app.state.service = running
 
-    management = APIRouter(prefix=API_PREFIX, dependencies=[Depends(bearer_scheme)])
-    for module in (webhooks, events, deliveries, dlq):
-        management.include_router(module.router)
-    management.include_router(system.stats_router)
-    app.include_router(management)
+    # Each router is mounted on the app itself: a nesting level costs route matching on every
+    # request. The bearer scheme only documents the key; ApiKeyGuard checks it.
+    documented_key = [Depends(bearer_scheme)]
+    for router in (
+        webhooks.router,
+        events.router,
+        deliveries.router,
+        dlq.router,
+        system.stats_router,
+    ):
+        app.include_router(router, prefix=API_PREFIX, dependencies=documented_key)
     app.include_router(system.health_router)
     app.include_router(metrics.router)
     app.include_router(receiver.router)

@@ -10,11 +10,11 @@ The change feed is written last.
 
 from __future__ import annotations
 
-import datetime
 from collections.abc import Sequence
 
 from hookline.ids import new_id
 from hookline.models import (
+    CHANGE_AFTER_ATTEMPT,
     AttemptVerdict,
     ChangeKind,
     DeliveryStatus,
@@ -23,19 +23,12 @@ from hookline.models import (
     Recorded,
 )
 from hookline.protection import breaker
+from hookline.protection.disabling import disable_reason
 from hookline.store.base import HealthRules
 from hookline.store.postgres import changes
 from hookline.store.postgres.changes import Change
 from hookline.store.postgres.connection import PooledConnection
 from hookline.store.postgres.rows import HEALTH_COLUMNS, health_from_row, health_values
-
-GONE = 410
-SECONDS_PER_DAY = 86_400
-_CHANGE_BY_STATUS = {
-    DeliveryStatus.DELIVERED: ChangeKind.DELIVERED,
-    DeliveryStatus.PENDING: ChangeKind.ATTEMPT_FAILED,
-    DeliveryStatus.FAILED: ChangeKind.DEAD_LETTERED,
-}
 
 # One row per verdict. `applied` writes the deliveries whose lease is still the one the verdict
 # names; the attempt and any dead letter are written for those rows alone.
@@ -118,7 +111,7 @@ def _change(verdict: AttemptVerdict) -> Change:
         claim.endpoint_id,
         claim.event_type,
         claim.attempt,
-        _CHANGE_BY_STATUS[verdict.status],
+        CHANGE_AFTER_ATTEMPT[verdict.status],
         verdict.status,
         result.started_at + result.duration_ms / 1000,
         result.error,
@@ -192,7 +185,7 @@ async def _update_health(
             outcome.changes.append(
                 EndpointChange(endpoint_id, before.circuit, after.circuit, after.paused_until)
             )
-        reason = _disable_reason(result.status_code, after, rules, now)
+        reason = disable_reason(result.status_code, after, rules.disable_after_seconds, now)
         if reason is not None:
             disabled[endpoint_id] = (reason, claim.url, now)
             outcome.changes.append(
@@ -219,22 +212,6 @@ async def _save_health(conn: PooledConnection, healths: dict[str, EndpointHealth
         "WHERE e.id = h.id",
         list(healths),
         *([value[n] for value in values] for n in range(4)),
-    )
-
-
-def _disable_reason(
-    status_code: int | None, health: EndpointHealth, rules: HealthRules, now: float
-) -> str | None:
-    if status_code == GONE:
-        return "The endpoint answered 410 Gone, which says it no longer exists."
-    limit = rules.disable_after_seconds
-    failing_since = health.failing_since
-    if limit is None or failing_since is None or now - failing_since < limit:
-        return None
-    since = datetime.datetime.fromtimestamp(failing_since, datetime.UTC)
-    return (
-        f"Every attempt has failed since {since:%Y-%m-%d %H:%M} UTC "
-        f"({limit / SECONDS_PER_DAY:g} days or more)."
     )
 
 

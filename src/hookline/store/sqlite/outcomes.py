@@ -6,12 +6,12 @@ Runs on the writer thread inside one transaction.
 
 from __future__ import annotations
 
-import datetime
 import sqlite3
 from typing import Any
 
 from hookline.ids import new_id
 from hookline.models import (
+    CHANGE_AFTER_ATTEMPT,
     AttemptVerdict,
     ChangeKind,
     DeliveryStatus,
@@ -20,6 +20,7 @@ from hookline.models import (
     Recorded,
 )
 from hookline.protection import breaker
+from hookline.protection.disabling import disable_reason
 from hookline.store.base import HealthRules
 from hookline.store.sqlite import changes
 from hookline.store.sqlite.rows import (
@@ -29,14 +30,6 @@ from hookline.store.sqlite.rows import (
     health_values,
     placeholders,
 )
-
-GONE = 410
-_CHANGE_BY_STATUS = {
-    DeliveryStatus.DELIVERED: ChangeKind.DELIVERED,
-    DeliveryStatus.PENDING: ChangeKind.ATTEMPT_FAILED,
-    DeliveryStatus.FAILED: ChangeKind.DEAD_LETTERED,
-}
-SECONDS_PER_DAY = 86_400
 
 
 def record(
@@ -75,7 +68,7 @@ def _apply(conn: sqlite3.Connection, verdict: AttemptVerdict) -> bool:
     changes.note(
         conn,
         [(claim.delivery_id, claim.event_id, claim.endpoint_id, claim.event_type, claim.attempt)],
-        _CHANGE_BY_STATUS[verdict.status],
+        CHANGE_AFTER_ATTEMPT[verdict.status],
         verdict.status,
         finished_at,
         detail=result.error,
@@ -138,7 +131,7 @@ def _update_health(
             EndpointChange(endpoint_id, before.circuit, after.circuit, after.paused_until)
         )
 
-    reason = _disable_reason(result.status_code, after, rules, now)
+    reason = disable_reason(result.status_code, after, rules.disable_after_seconds, now)
     if reason is not None:
         _disable(conn, endpoint_id, claim.url, reason, now, rules)
         outcome.changes.append(
@@ -151,22 +144,6 @@ def _load_health(conn: sqlite3.Connection, endpoint_id: str) -> EndpointHealth |
         f"SELECT {HEALTH_COLUMNS} FROM endpoints WHERE id = ? AND enabled = 1", (endpoint_id,)
     ).fetchone()
     return None if row is None else health_from_row(row)
-
-
-def _disable_reason(
-    status_code: int | None, health: EndpointHealth, rules: HealthRules, now: float
-) -> str | None:
-    if status_code == GONE:
-        return "The endpoint answered 410 Gone, which says it no longer exists."
-    limit = rules.disable_after_seconds
-    failing_since = health.failing_since
-    if limit is None or failing_since is None or now - failing_since < limit:
-        return None
-    since = datetime.datetime.fromtimestamp(failing_since, datetime.UTC)
-    return (
-        f"Every attempt has failed since {since:%Y-%m-%d %H:%M} UTC "
-        f"({limit / SECONDS_PER_DAY:g} days or more)."
-    )
 
 
 def _disable(
