@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -11,7 +10,6 @@ from typing import Any
 import orjson
 
 from hookline.errors import Conflict, NotFound, StoreUnavailable
-from hookline.ids import new_id
 from hookline.models import (
     AcceptedEvent,
     Attempt,
@@ -39,12 +37,24 @@ from hookline.store.base import (
     IdempotencyKey,
     Purged,
     decode_cursor,
-    encode_cursor,
 )
 from hookline.store.sqlite import changes
 from hookline.store.sqlite.claims import claim
 from hookline.store.sqlite.connection import Readers, Writer, connect, migrate
 from hookline.store.sqlite.outcomes import record
+from hookline.store.sqlite.queries import (
+    dead_letter_clauses,
+    delivery_values,
+    fetch_dead_letter,
+    fetch_delivery,
+    fetch_endpoint,
+    idempotent_repeat,
+    new_delivery,
+    new_round,
+    page,
+    percentile,
+    replay_message,
+)
 from hookline.store.sqlite.rows import (
     ATTEMPT_COLUMNS,
     DEAD_LETTER_COLUMNS,
@@ -132,7 +142,7 @@ class SQLiteStore:
         return endpoint
 
     async def get_endpoint(self, endpoint_id: str) -> Endpoint:
-        return await self._readers.run(_fetch_endpoint, endpoint_id)
+        return await self._readers.run(fetch_endpoint, endpoint_id)
 
     async def list_endpoints(self, cursor: str | None, limit: int) -> Page:
         after = decode_cursor(cursor) or ""
@@ -142,7 +152,7 @@ class SQLiteStore:
                 (after, limit + 1),
             ).fetchall()
         )
-        return _page([endpoint_from_row(row) for row in rows], limit)
+        return page([endpoint_from_row(row) for row in rows], limit)
 
     async def update_endpoint(
         self, endpoint_id: str, changes: dict[str, Any], now: float
@@ -152,7 +162,7 @@ class SQLiteStore:
             raise ValueError(f"not endpoint fields: {sorted(unknown)}")
 
         def update(conn: sqlite3.Connection) -> Endpoint:
-            _fetch_endpoint(conn, endpoint_id)
+            fetch_endpoint(conn, endpoint_id)
             values = {
                 name: orjson.dumps(value).decode() if name in _JSON_FIELDS else value
                 for name, value in changes.items()
@@ -173,13 +183,13 @@ class SQLiteStore:
                 f"UPDATE endpoints SET {assignments} WHERE id = ?",
                 (*values.values(), endpoint_id),
             )
-            return _fetch_endpoint(conn, endpoint_id)
+            return fetch_endpoint(conn, endpoint_id)
 
         return await self._writer.run(update)
 
     async def delete_endpoint(self, endpoint_id: str, now: float) -> None:
         def delete(conn: sqlite3.Connection) -> None:
-            _fetch_endpoint(conn, endpoint_id)
+            fetch_endpoint(conn, endpoint_id)
             pending = conn.execute(
                 f"SELECT {DELIVERY_COLUMNS} FROM deliveries "
                 "WHERE endpoint_id = ? AND status = 'pending'",
@@ -219,7 +229,7 @@ class SQLiteStore:
         now: float,
     ) -> list[AcceptedEvent]:
         if idempotency is not None:
-            repeat = _idempotent_repeat(conn, idempotency)
+            repeat = idempotent_repeat(conn, idempotency)
             if repeat is not None:
                 return repeat
 
@@ -238,13 +248,13 @@ class SQLiteStore:
                     code="event_exists",
                 ) from exc
             deliveries = [
-                _new_delivery(event, endpoint_id, now)
+                new_delivery(event, endpoint_id, now)
                 for endpoint_id, subscription in endpoints
                 if subscription.matches(event.event_type)
             ]
             conn.executemany(
                 f"INSERT INTO deliveries ({DELIVERY_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                [_delivery_values(d) for d in deliveries],
+                [delivery_values(d) for d in deliveries],
             )
             changes.note(
                 conn, map(changes.ref, deliveries), ChangeKind.ACCEPTED, DeliveryStatus.PENDING, now
@@ -281,7 +291,7 @@ class SQLiteStore:
         return found
 
     async def find_repeat(self, idempotency: IdempotencyKey) -> list[AcceptedEvent] | None:
-        return await self._readers.run(_idempotent_repeat, idempotency)
+        return await self._readers.run(idempotent_repeat, idempotency)
 
     async def get_event(self, event_id: str) -> tuple[Event, list[Delivery]]:
         def fetch(conn: sqlite3.Connection) -> tuple[Event, list[Delivery]]:
@@ -340,14 +350,14 @@ class SQLiteStore:
 
     async def endpoint_health(self, endpoint_id: str, since: float, now: float) -> HealthWindow:
         def summarize(conn: sqlite3.Connection) -> HealthWindow:
-            _fetch_endpoint(conn, endpoint_id)
+            fetch_endpoint(conn, endpoint_id)
             where = "FROM attempts WHERE endpoint_id = ? AND started_at >= ?"
             count, succeeded = conn.execute(
                 f"SELECT COUNT(*), COALESCE(SUM(outcome = 'success'), 0) {where}",
                 (endpoint_id, since),
             ).fetchone()
             p50, p95, p99 = (
-                _percentile(conn, where, (endpoint_id, since), count, share)
+                percentile(conn, where, (endpoint_id, since), count, share)
                 for share in (0.50, 0.95, 0.99)
             )
             last = conn.execute(
@@ -372,7 +382,7 @@ class SQLiteStore:
 
     async def get_delivery(self, delivery_id: str) -> tuple[Delivery, list[Attempt]]:
         def fetch(conn: sqlite3.Connection) -> tuple[Delivery, list[Attempt]]:
-            delivery = _fetch_delivery(conn, delivery_id)
+            delivery = fetch_delivery(conn, delivery_id)
             attempts = conn.execute(
                 f"SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE delivery_id = ? ORDER BY number",
                 (delivery_id,),
@@ -398,11 +408,11 @@ class SQLiteStore:
         rows = await self._readers.run(
             lambda conn: conn.execute(sql, (*params, limit + 1)).fetchall()
         )
-        return _page([delivery_from_row(row) for row in rows], limit)
+        return page([delivery_from_row(row) for row in rows], limit)
 
     async def retry_delivery(self, delivery_id: str, now: float) -> Delivery:
         def retry(conn: sqlite3.Connection) -> Delivery:
-            delivery = _fetch_delivery(conn, delivery_id)
+            delivery = fetch_delivery(conn, delivery_id)
             if delivery.status is DeliveryStatus.PENDING:
                 if delivery.leased:
                     raise Conflict(
@@ -422,9 +432,9 @@ class SQLiteStore:
                     now,
                     next_attempt_at=now,
                 )
-                return _fetch_delivery(conn, delivery_id)
+                return fetch_delivery(conn, delivery_id)
             conn.execute("DELETE FROM dead_letters WHERE delivery_id = ?", (delivery_id,))
-            return _new_round(conn, delivery.event_id, delivery.endpoint_id, now)
+            return new_round(conn, delivery.event_id, delivery.endpoint_id, now)
 
         return await self._writer.run(retry)
 
@@ -433,7 +443,7 @@ class SQLiteStore:
     async def list_dead_letters(
         self, where: DeadLetterFilter, cursor: str | None, limit: int
     ) -> Page:
-        clauses, params = _dead_letter_clauses(where)
+        clauses, params = dead_letter_clauses(where)
         clauses.append("d.id > ?")
         params.append(decode_cursor(cursor) or "")
         sql = (
@@ -443,22 +453,22 @@ class SQLiteStore:
         rows = await self._readers.run(
             lambda conn: conn.execute(sql, (*params, limit + 1)).fetchall()
         )
-        return _page([dead_letter_from_row(row) for row in rows], limit)
+        return page([dead_letter_from_row(row) for row in rows], limit)
 
     async def get_dead_letter(self, dead_letter_id: str) -> DeadLetter:
-        return await self._readers.run(_fetch_dead_letter, dead_letter_id)
+        return await self._readers.run(fetch_dead_letter, dead_letter_id)
 
     async def replay_dead_letter(self, dead_letter_id: str, now: float) -> Delivery:
         def replay(conn: sqlite3.Connection) -> Delivery:
-            message = _fetch_dead_letter(conn, dead_letter_id)
-            return _replay(conn, message, now)
+            message = fetch_dead_letter(conn, dead_letter_id)
+            return replay_message(conn, message, now)
 
         return await self._writer.run(replay)
 
     async def replay_dead_letters(
         self, where: DeadLetterFilter, limit: int, now: float
     ) -> list[Delivery]:
-        clauses, params = _dead_letter_clauses(where)
+        clauses, params = dead_letter_clauses(where)
         sql = (
             f"SELECT {DEAD_LETTER_COLUMNS} FROM dead_letters d JOIN events e "
             f"ON e.id = d.event_id JOIN endpoints p ON p.id = d.endpoint_id "
@@ -467,7 +477,7 @@ class SQLiteStore:
 
         def replay(conn: sqlite3.Connection) -> list[Delivery]:
             rows = conn.execute(sql, (*params, limit)).fetchall()
-            return [_replay(conn, dead_letter_from_row(row), now) for row in rows]
+            return [replay_message(conn, dead_letter_from_row(row), now) for row in rows]
 
         return await self._writer.run(replay)
 
@@ -536,148 +546,3 @@ class SQLiteStore:
             )
 
         return await self._readers.run(count)
-
-
-# The functions below run on the writer or a reader thread, inside a transaction.
-
-
-def _page(items: list[Any], limit: int) -> Page:
-    if len(items) > limit:
-        return Page(items[:limit], encode_cursor(items[limit - 1].id))
-    return Page(items, None)
-
-
-def _fetch_endpoint(conn: sqlite3.Connection, endpoint_id: str) -> Endpoint:
-    row = conn.execute(
-        f"SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE id = ?", (endpoint_id,)
-    ).fetchone()
-    if row is None:
-        raise NotFound(f"No endpoint has id {endpoint_id!r}.")
-    return endpoint_from_row(row)
-
-
-def _fetch_delivery(conn: sqlite3.Connection, delivery_id: str) -> Delivery:
-    row = conn.execute(
-        f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = ?", (delivery_id,)
-    ).fetchone()
-    if row is None:
-        raise NotFound(f"No delivery has id {delivery_id!r}.")
-    return delivery_from_row(row)
-
-
-def _fetch_dead_letter(conn: sqlite3.Connection, dead_letter_id: str) -> DeadLetter:
-    row = conn.execute(
-        f"SELECT {DEAD_LETTER_COLUMNS} FROM dead_letters d JOIN events e ON e.id = d.event_id "
-        "WHERE d.id = ?",
-        (dead_letter_id,),
-    ).fetchone()
-    if row is None:
-        raise NotFound(f"No dead-letter message has id {dead_letter_id!r}.")
-    return dead_letter_from_row(row)
-
-
-def _dead_letter_clauses(where: DeadLetterFilter) -> tuple[list[str], list[Any]]:
-    clauses: list[str] = ["1 = 1"]
-    params: list[Any] = []
-    if where.endpoint_id is not None:
-        clauses.append("d.endpoint_id = ?")
-        params.append(where.endpoint_id)
-    if where.event_type is not None:
-        clauses.append("d.event_type = ?")
-        params.append(where.event_type)
-    return clauses, params
-
-
-def _new_delivery(event: NewEvent | Event, endpoint_id: str, now: float) -> Delivery:
-    return Delivery(
-        id=new_id("dlv"),
-        event_id=event.id,
-        endpoint_id=endpoint_id,
-        status=DeliveryStatus.PENDING,
-        attempt_count=0,
-        next_attempt_at=now,
-        leased=False,
-        last_error=None,
-        created_at=now,
-        updated_at=now,
-        event_type=event.event_type,
-    )
-
-
-def _delivery_values(delivery: Delivery) -> tuple[Any, ...]:
-    return (
-        delivery.id,
-        delivery.event_id,
-        delivery.endpoint_id,
-        str(delivery.status),
-        delivery.attempt_count,
-        delivery.next_attempt_at,
-        None,
-        delivery.last_error,
-        delivery.created_at,
-        delivery.updated_at,
-        delivery.delivered_at,
-        delivery.event_type,
-    )
-
-
-def _idempotent_repeat(
-    conn: sqlite3.Connection, idempotency: IdempotencyKey
-) -> list[AcceptedEvent] | None:
-    row = conn.execute(
-        "SELECT request_hash, event_ids FROM idempotency_keys WHERE key = ?", (idempotency.key,)
-    ).fetchone()
-    if row is None:
-        return None
-    if row[0] != idempotency.request_hash:
-        raise Conflict(
-            "This Idempotency-Key was already used with a different request body; "
-            "use a new key for a new request.",
-            code="idempotency_key_reused",
-        )
-    repeated = []
-    for event_id in orjson.loads(row[1]):
-        rows = conn.execute(
-            f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE event_id = ? ORDER BY id",
-            (event_id,),
-        ).fetchall()
-        repeated.append(AcceptedEvent(event_id, [delivery_from_row(r) for r in rows], False))
-    return repeated
-
-
-def _new_round(conn: sqlite3.Connection, event_id: str, endpoint_id: str, now: float) -> Delivery:
-    row = conn.execute(
-        "SELECT id, event_type, created_at, body FROM events WHERE id = ?", (event_id,)
-    ).fetchone()
-    endpoint = _fetch_endpoint(conn, endpoint_id)
-    if not endpoint.enabled:
-        raise Conflict(
-            f"Endpoint {endpoint_id} is disabled; enable it before delivering to it again.",
-            code="endpoint_disabled",
-        )
-    delivery = _new_delivery(Event(*row), endpoint_id, now)
-    conn.execute(
-        f"INSERT INTO deliveries ({DELIVERY_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-        _delivery_values(delivery),
-    )
-    changes.note(conn, [changes.ref(delivery)], ChangeKind.REPLAYED, DeliveryStatus.PENDING, now)
-    return delivery
-
-
-def _replay(conn: sqlite3.Connection, message: DeadLetter, now: float) -> Delivery:
-    delivery = _new_round(conn, message.event_id, message.endpoint_id, now)
-    conn.execute("DELETE FROM dead_letters WHERE id = ?", (message.id,))
-    return delivery
-
-
-def _percentile(
-    conn: sqlite3.Connection, where: str, params: tuple[Any, ...], count: int, share: float
-) -> float | None:
-    """The attempt duration below which ``share`` of the attempts fall (nearest rank)."""
-    if count == 0:
-        return None
-    rank = max(math.ceil(share * count) - 1, 0)
-    row = conn.execute(
-        f"SELECT duration_ms {where} ORDER BY duration_ms LIMIT 1 OFFSET ?", (*params, rank)
-    ).fetchone()
-    return None if row is None else float(row[0])
