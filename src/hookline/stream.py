@@ -33,9 +33,10 @@ class ChangeSignal:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    async def wait(self, at_most_seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._changed.wait(), at_most_seconds)
+    def next_change(self) -> asyncio.Event:
+        """The event the next notification sets; take it *before* reading the feed, so a
+        change committed between the read and the wait still wakes the reader."""
+        return self._changed
 
     def on_accepted(self, events: Sequence[NewEvent], accepted: Sequence[AcceptedEvent]) -> None:
         self.notify()
@@ -76,6 +77,7 @@ async def stream_changes(
     loop = asyncio.get_running_loop()
     last_sent = loop.time()
     while not stopping():
+        changed = signal.next_change()
         changes = await store.changes_since(after_seq, where, PAGE_SIZE)
         for change in changes:
             yield render_change(change, iso)
@@ -87,7 +89,8 @@ async def stream_changes(
         elif loop.time() - last_sent >= HEARTBEAT_SECONDS:
             yield b": heartbeat\n\n"
             last_sent = loop.time()
-        await signal.wait(POLL_SECONDS)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(changed.wait(), POLL_SECONDS)
 
 
 def parse_position(last_event_id: str | None, since: int | None, latest: int) -> int:

@@ -295,12 +295,6 @@ async def test_wrong_method__is_405_json_with_an_allow_header(
     assert allow
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Starlette answers 405 with the methods of the first route whose path matches: "
-    "PUT /api/v1/webhooks/{id} says 'Allow: GET' though PATCH and DELETE are served, and "
-    "PUT /api/v1/webhooks says 'Allow: POST' though GET is served",
-)
 @pytest.mark.parametrize(
     ("path", "served"),
     [(WEBHOOKS, {"GET", "POST"}), (f"{WEBHOOKS}/ep_x", {"GET", "PATCH", "DELETE"})],

@@ -9,11 +9,13 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
+from starlette.routing import Match
 
 from hookline.api.render import JSON
 from hookline.errors import QueueFull, RequestError, StoreUnavailable
 
 STORE_RETRY_AFTER_SECONDS = 5
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 
 log = structlog.get_logger(__name__)
 
@@ -85,7 +87,20 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     )
     if exc.headers:
         response.headers.update(exc.headers)
+    if exc.status_code == 405:
+        # The router reports only the first route whose path matched; a resource served by
+        # several routes (GET and PATCH on /webhooks/{id}) must list them all (RFC 9110 15.5.6).
+        response.headers["Allow"] = ", ".join(_allowed_methods(request))
     return response
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    allowed = []
+    for method in _METHODS:
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] is Match.FULL for route in request.app.routes):
+            allowed.append(method)
+    return allowed
 
 
 async def _store_unavailable(request: Request, exc: Exception) -> Response:
