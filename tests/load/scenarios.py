@@ -44,19 +44,43 @@ SCENARIOS: dict[str, list[str]] = {
     "fanout": ["--deliveries", "50000", "--fanout", "10"],
     "latency": ["--deliveries", "20000", "--rate", "1000", "--skip-ceiling"],
     "retries": ["--deliveries", "30000", "--fail-rate", "0.2"],
-    "postgres": [
-        "--deliveries",
-        "30000",
-        "--database-url",
-        "postgresql://postgres@127.0.0.1:5432/postgres",
-    ],
+    "postgres": ["--deliveries", "30000", "--database-url", "{database_url}"],
 }
+POSTGRES_ADMIN_URL = os.environ.get(
+    "HOOKLINE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 REPORTED = ("ceiling_per_s", "hookline_per_s", "ratio", "ingest_per_s", "p50_ms", "p95_ms")
 REPORTED += ("p99_ms", "peak_rss_mb")
 
 
 def run_load_test(name: str, arguments: list[str]) -> dict[str, Any]:
-    """One invocation of the load test; returns its JSON figures."""
+    """One invocation of the load test; returns its JSON figures.
+
+    A PostgreSQL run gets a database of its own, dropped afterwards: runs that shared one would
+    fan out to every earlier run's endpoints.
+    """
+    if "{database_url}" not in arguments:
+        return _run(name, arguments)
+    database = f"hookline_load_{secrets.token_hex(6)}"
+    asyncio.run(_admin(f'CREATE DATABASE "{database}"'))
+    try:
+        url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{database}"
+        return _run(name, [url if a == "{database_url}" else a for a in arguments])
+    finally:
+        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+
+
+async def _admin(statement: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(POSTGRES_ADMIN_URL)
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+def _run(name: str, arguments: list[str]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as folder:
         output = Path(folder) / "result.json"
         command = [sys.executable, str(LOAD_TEST), *arguments, "--json", str(output)]
