@@ -10,6 +10,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
+from hookline.ids import new_id
+
 
 class DeliveryStatus(enum.StrEnum):
     PENDING = "pending"
@@ -107,6 +109,23 @@ class Delivery:
     updated_at: float
     delivered_at: float | None = None
     event_type: str = ""
+
+
+def pending_delivery(event: NewEvent | Event, endpoint_id: str, now: float) -> Delivery:
+    """A new delivery of ``event`` to the endpoint, due at once, not yet attempted."""
+    return Delivery(
+        id=new_id("dlv"),
+        event_id=event.id,
+        endpoint_id=endpoint_id,
+        status=DeliveryStatus.PENDING,
+        attempt_count=0,
+        next_attempt_at=now,
+        leased=False,
+        last_error=None,
+        created_at=now,
+        updated_at=now,
+        event_type=event.event_type,
+    )
 
 
 @dataclass(slots=True)

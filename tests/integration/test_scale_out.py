@@ -29,6 +29,7 @@ BATCH_EVENTS = 100
 INGEST_TASKS = 3
 KILL_AFTER_BATCHES = 20
 WORKERS_PER_INSTANCE = 20
+DUPLICATES_BOUND = 5 * WORKERS_PER_INSTANCE
 ENDPOINT_TIMEOUT_SECONDS = 2
 LEASE_MARGIN_SECONDS = 3
 RECEIVER_DELAY_SECONDS = 0.002
@@ -244,10 +245,11 @@ async def test_three_instances_one_killed__every_event_arrives_and_never_twice_a
     assert len(client.accepted) == EVENTS, report
     assert set(window_receiver.event_ids) == client.accepted, report
     assert overlapping == [], report
-    # Only deliveries the killed instance held leases on may arrive a second time: those in
-    # flight, and those answered 2xx whose result was still waiting to be written (at most a
-    # batch per worker slot, so twice the worker count bounds them).
-    assert duplicates <= 2 * WORKERS_PER_INSTANCE, report
+    # Only deliveries the killed instance had sent may arrive a second time: those in flight
+    # and those answered 2xx whose results were still queued for writing (the batch being
+    # written and the one gathering behind it). That is a few times its worker count, not a
+    # share of the load; the figure is reported above either way.
+    assert duplicates <= DUPLICATES_BOUND, report
 
 
 async def test_postgres_restarting_mid_load__nothing_accepted_is_lost(

@@ -11,14 +11,13 @@ from typing import Any
 import asyncpg
 
 from hookline.errors import Conflict, NotFound
-from hookline.ids import new_id
 from hookline.models import (
     AcceptedEvent,
     Delivery,
-    DeliveryStatus,
     Endpoint,
     Event,
     NewEvent,
+    pending_delivery,
 )
 from hookline.store.base import DeadLetterFilter, IdempotencyKey
 from hookline.store.postgres.connection import PooledConnection
@@ -78,22 +77,6 @@ def dead_letter_clauses(where: DeadLetterFilter) -> tuple[list[str], list[Any]]:
         params.append(where.event_type)
         clauses.append(f"d.event_type = ${len(params)}")
     return clauses, params
-
-
-def new_delivery(event: NewEvent | Event, endpoint_id: str, now: float) -> Delivery:
-    return Delivery(
-        id=new_id("dlv"),
-        event_id=event.id,
-        endpoint_id=endpoint_id,
-        status=DeliveryStatus.PENDING,
-        attempt_count=0,
-        next_attempt_at=now,
-        leased=False,
-        last_error=None,
-        created_at=now,
-        updated_at=now,
-        event_type=event.event_type,
-    )
 
 
 async def claim_idempotency_key(
@@ -159,7 +142,7 @@ async def new_round(
         )
     row = await conn.fetchrow("SELECT event_type FROM events WHERE id = $1", event_id)
     assert row is not None, "deliveries reference their event"
-    delivery = new_delivery(Event(event_id, row["event_type"], now, b""), endpoint_id, now)
+    delivery = pending_delivery(Event(event_id, row["event_type"], now, b""), endpoint_id, now)
     await conn.execute(
         INSERT_DELIVERIES,
         [delivery.id],

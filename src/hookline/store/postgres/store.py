@@ -25,6 +25,7 @@ from hookline.models import (
     Page,
     Recorded,
     Stats,
+    pending_delivery,
 )
 from hookline.store.base import (
     ChangeFilter,
@@ -250,7 +251,7 @@ class PostgresStore:
         accepted = []
         for event in events:
             deliveries = [
-                statements.new_delivery(event, endpoint_id, now)
+                pending_delivery(event, endpoint_id, now)
                 for endpoint_id, subscription in endpoints
                 if subscription.matches(event.event_type)
             ]

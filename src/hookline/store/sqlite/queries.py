@@ -11,7 +11,6 @@ from typing import Any
 import orjson
 
 from hookline.errors import Conflict, NotFound
-from hookline.ids import new_id
 from hookline.models import (
     AcceptedEvent,
     ChangeKind,
@@ -20,8 +19,8 @@ from hookline.models import (
     DeliveryStatus,
     Endpoint,
     Event,
-    NewEvent,
     Page,
+    pending_delivery,
 )
 from hookline.store.base import DeadLetterFilter, IdempotencyKey, encode_cursor
 from hookline.store.sqlite import changes
@@ -82,22 +81,6 @@ def dead_letter_clauses(where: DeadLetterFilter) -> tuple[list[str], list[Any]]:
     return clauses, params
 
 
-def new_delivery(event: NewEvent | Event, endpoint_id: str, now: float) -> Delivery:
-    return Delivery(
-        id=new_id("dlv"),
-        event_id=event.id,
-        endpoint_id=endpoint_id,
-        status=DeliveryStatus.PENDING,
-        attempt_count=0,
-        next_attempt_at=now,
-        leased=False,
-        last_error=None,
-        created_at=now,
-        updated_at=now,
-        event_type=event.event_type,
-    )
-
-
 def delivery_values(delivery: Delivery) -> tuple[Any, ...]:
     return (
         delivery.id,
@@ -149,7 +132,7 @@ def new_round(conn: sqlite3.Connection, event_id: str, endpoint_id: str, now: fl
             f"Endpoint {endpoint_id} is disabled; enable it before delivering to it again.",
             code="endpoint_disabled",
         )
-    delivery = new_delivery(Event(*row), endpoint_id, now)
+    delivery = pending_delivery(Event(*row), endpoint_id, now)
     conn.execute(
         f"INSERT INTO deliveries ({DELIVERY_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
         delivery_values(delivery),

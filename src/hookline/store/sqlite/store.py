@@ -27,6 +27,7 @@ from hookline.models import (
     Page,
     Recorded,
     Stats,
+    pending_delivery,
 )
 from hookline.store.base import (
     ChangeFilter,
@@ -49,7 +50,6 @@ from hookline.store.sqlite.queries import (
     fetch_delivery,
     fetch_endpoint,
     idempotent_repeat,
-    new_delivery,
     new_round,
     page,
     percentile,
@@ -248,7 +248,7 @@ class SQLiteStore:
                     code="event_exists",
                 ) from exc
             deliveries = [
-                new_delivery(event, endpoint_id, now)
+                pending_delivery(event, endpoint_id, now)
                 for endpoint_id, subscription in endpoints
                 if subscription.matches(event.event_type)
             ]
