@@ -36,6 +36,9 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
         version=__version__,
         description="Webhook delivery: fan-out, signing, retries with backoff, and a DLQ.",
         lifespan=lifespan,
+        # hookline reports through its own Prometheus metrics and logs; FastAPI's built-in
+        # OpenTelemetry hooks would only add a check to every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     app.state.service = running
 
