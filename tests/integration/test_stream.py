@@ -29,9 +29,17 @@ async def sse_messages(response: aiohttp.ClientResponse) -> AsyncIterator[dict[s
 
 
 async def collect(
-    server: RunningServer, count: int, headers: dict[str, str] | None = None, **params: Any
+    server: RunningServer,
+    count: int,
+    headers: dict[str, str] | None = None,
+    connected: asyncio.Event | None = None,
+    **params: Any,
 ) -> list[dict[str, Any]]:
-    """Read ``count`` changes from a fresh stream connection, then hang up."""
+    """Read ``count`` changes from a fresh stream connection, then hang up.
+
+    ``connected`` is set once the answer's headers arrive: by then the server has fixed where
+    the stream starts, so a change made afterwards is sure to be in it.
+    """
     received: list[dict[str, Any]] = []
     async with (
         aiohttp.ClientSession(headers={"Authorization": f"Bearer {API_KEY}"}) as http,
@@ -41,6 +49,8 @@ async def collect(
     ):
         assert response.status == 200
         assert response.content_type == "text/event-stream"
+        if connected is not None:
+            connected.set()
         async with asyncio.timeout(15):
             async for message in sse_messages(response):
                 received.append(message)
@@ -110,8 +120,10 @@ async def test_stream_filters_by_endpoint_and_sees_changes_as_they_happen(
 ) -> None:
     wanted = await server.create_endpoint(receiver.url("/a"), events=["*"])
     await server.create_endpoint(receiver.url("/b"), events=["*"])
-    reading = asyncio.create_task(collect(server, 2, endpoint_id=wanted["id"]))
-    await asyncio.sleep(0.3)  # the stream starts at the end: only what happens from now on
+    connected = asyncio.Event()
+    reading = asyncio.create_task(collect(server, 2, connected=connected, endpoint_id=wanted["id"]))
+    # The stream starts at the end: only what happens once it is open is in it.
+    await asyncio.wait_for(connected.wait(), 10)
 
     accepted = await server.emit()
 
