@@ -13,7 +13,7 @@ import sys
 import orjson
 import structlog
 
-from hookline.models import Delivery
+from hookline.models import ClaimedDelivery, Delivery
 
 
 def _orjson_dumps(value: object, **_: object) -> str:
@@ -62,6 +62,16 @@ def configure_logging(level: str, log_format: str) -> None:
     # uvicorn's access log would write a line per request; hookline logs what matters itself.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
     logging.getLogger("uvicorn.error").propagate = True
+
+
+def attempt_keys(claim: ClaimedDelivery) -> dict[str, object]:
+    """The keys every line about a delivery carries, for one about a claimed attempt."""
+    return {
+        "event_id": claim.event_id,
+        "delivery_id": claim.delivery_id,
+        "endpoint_id": claim.endpoint_id,
+        "attempt": claim.attempt,
+    }
 
 
 def delivery_keys(delivery: Delivery) -> dict[str, object]:

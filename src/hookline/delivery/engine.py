@@ -22,6 +22,7 @@ from hookline.delivery.ready import ReadyClaims
 from hookline.delivery.sender import Sender
 from hookline.delivery.verdicts import VerdictWriter, judge
 from hookline.errors import StoreError
+from hookline.logs import attempt_keys
 from hookline.models import AttemptVerdict, ClaimedDelivery, DeliveryStatus
 from hookline.observers import Observers
 from hookline.retry import RetryPolicies
@@ -198,10 +199,7 @@ class DeliveryEngine:
             log.error(
                 "attempt crashed",
                 action="attempt_crashed",
-                event_id=claim.event_id,
-                delivery_id=claim.delivery_id,
-                endpoint_id=claim.endpoint_id,
-                attempt=claim.attempt,
+                **attempt_keys(claim),
                 exc_info=task.exception(),
             )
         if not self._stopping:
@@ -213,18 +211,12 @@ class DeliveryEngine:
             log.info(
                 "circuit half-open: sending one probe",
                 action="circuit_probe",
-                event_id=claim.event_id,
-                delivery_id=claim.delivery_id,
-                endpoint_id=claim.endpoint_id,
-                attempt=claim.attempt,
+                **attempt_keys(claim),
             )
         log.debug(
             "attempt starting",
             action="attempt_started",
-            event_id=claim.event_id,
-            delivery_id=claim.delivery_id,
-            endpoint_id=claim.endpoint_id,
-            attempt=claim.attempt,
+            **attempt_keys(claim),
         )
         result = await self._sender.send(claim)
         verdict = judge(claim, result, self._policies, self._dlq_retention_days, time.time())
@@ -234,13 +226,7 @@ class DeliveryEngine:
 
 def _log_verdict(verdict: AttemptVerdict) -> None:
     claim, result = verdict.claim, verdict.result
-    keys = {
-        "event_id": claim.event_id,
-        "delivery_id": claim.delivery_id,
-        "endpoint_id": claim.endpoint_id,
-        "attempt": claim.attempt,
-        "duration_ms": round(result.duration_ms, 1),
-    }
+    keys = {**attempt_keys(claim), "duration_ms": round(result.duration_ms, 1)}
     if verdict.status is DeliveryStatus.DELIVERED:
         log.info("delivered", action="delivered", status_code=result.status_code, **keys)
     elif verdict.status is DeliveryStatus.PENDING:

@@ -8,6 +8,7 @@ import contextlib
 import structlog
 
 from hookline.errors import StoreError
+from hookline.logs import attempt_keys
 from hookline.models import (
     AttemptOutcome,
     AttemptResult,
@@ -107,10 +108,7 @@ class VerdictWriter:
                     log.warning(
                         "attempt result discarded: lease was taken over",
                         action="verdict_superseded",
-                        event_id=verdict.claim.event_id,
-                        delivery_id=verdict.claim.delivery_id,
-                        endpoint_id=verdict.claim.endpoint_id,
-                        attempt=verdict.claim.attempt,
+                        **attempt_keys(verdict.claim),
                     )
 
 
