@@ -8,6 +8,7 @@ A bad value stops startup with one line naming the setting and what it accepts.
 from __future__ import annotations
 
 import ipaddress
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -59,6 +60,13 @@ class Settings(BaseSettings):
 
     webhook_worker_count: int = Field(
         50, ge=1, le=10_000, description="deliveries in flight at once, 1 to 10000"
+    )
+    webhook_sender_processes: int | None = Field(
+        None,
+        ge=0,
+        le=64,
+        description="child processes that make the HTTP requests, 0 to 64, 0 to send from the "
+        "main process (default: 1 when hookline may use two or more CPUs, else 0)",
     )
     webhook_max_queue_size: int = Field(
         10_000, ge=0, description="pending deliveries before ingestion answers 503; 0 = no limit"
@@ -189,6 +197,13 @@ class Settings(BaseSettings):
         if self.uses_postgres:
             return Path("data")
         return self.sqlite_path.parent
+
+    @property
+    def sender_processes(self) -> int:
+        if self.webhook_sender_processes is not None:
+            return self.webhook_sender_processes
+        # A second process only pays off when it gets a core of its own.
+        return 1 if len(os.sched_getaffinity(0)) >= 2 else 0
 
     def claim_rules(self) -> ClaimRules:
         return ClaimRules(

@@ -14,6 +14,7 @@
     │   ├── PayloadTooLarge         413
     │   ├── Unauthorized            401
     │   └── QueueFull               503 with Retry-After: pending deliveries reached the limit
+    ├── SenderProcessError          a process that makes attempts could not be started
     └── DeliveryError               one attempt to deliver failed
         ├── RetryableDeliveryError  timeout, connection or TLS error, 5xx, 429
         └── PermanentDeliveryError  the destination is blocked or the URL unusable
@@ -31,6 +32,10 @@ class HooklineError(Exception):
 
 class ConfigError(HooklineError):
     """A setting has a value hookline cannot start with."""
+
+
+class SenderProcessError(HooklineError):
+    """A child process that makes attempts could not be started."""
 
 
 class StoreError(HooklineError):

@@ -13,7 +13,9 @@ import structlog
 from hookline.api.auth import ApiKeys
 from hookline.config import Settings
 from hookline.delivery.engine import DeliveryEngine
-from hookline.delivery.sender import Sender
+from hookline.delivery.process_sender import ProcessSender
+from hookline.delivery.sender import HttpSender, Sender
+from hookline.delivery.sender_worker import WorkerConfig
 from hookline.destinations import DestinationPolicy
 from hookline.errors import StoreError
 from hookline.ingest import Intake
@@ -42,7 +44,7 @@ class Service:
         self.observers = Observers()
         self.engine = DeliveryEngine(
             self.store,
-            Sender(self.destinations, max_connections=settings.webhook_worker_count),
+            _sender_for(settings, self.destinations),
             self.policies,
             worker_count=settings.webhook_worker_count,
             claim_rules=settings.claim_rules(),
@@ -112,3 +114,14 @@ class Service:
             except StoreError as exc:
                 log.warning("purge failed", action="purge_failed", error=str(exc))
             await asyncio.sleep(HOUSEKEEPING_INTERVAL_SECONDS)
+
+
+def _sender_for(settings: Settings, destinations: DestinationPolicy) -> Sender:
+    if settings.sender_processes == 0:
+        return HttpSender(destinations, max_connections=settings.webhook_worker_count)
+    config = WorkerConfig(
+        allowed_networks=tuple(str(network) for network in destinations.allowed_networks),
+        https_only=destinations.https_only,
+        max_connections=settings.webhook_worker_count,
+    )
+    return ProcessSender(config, settings.sender_processes)

@@ -105,6 +105,10 @@ def server_environment(
         "WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8",
         "LOG_LEVEL": "WARNING",
         "WEBHOOK_MAX_QUEUE_SIZE": "0",
+        # As many attempts in flight, overall and to one endpoint, as the ceiling sender has
+        # connections: the same concurrency towards the receiver on both sides.
+        "WEBHOOK_WORKER_COUNT": str(options.concurrency),
+        "WEBHOOK_ENDPOINT_CONCURRENCY": str(options.concurrency),
         "HOOKLINE_CONFIG_DIR": str(config_dir),
         **options.server_env_map,
     }

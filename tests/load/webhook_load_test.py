@@ -118,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--concurrency",
         type=int,
         default=64,
-        help="connections of the ceiling sender; match the server's delivery concurrency",
+        help="connections of the ceiling sender, and hookline's WEBHOOK_WORKER_COUNT and "
+        "WEBHOOK_ENDPOINT_CONCURRENCY, so both sides keep as many requests in flight",
     )
     add("--timeout", type=float, default=300.0, help="seconds before the run stops, incomplete")
     add("--receiver-core", type=int, default=None, help="CPU for the receiver (default: last)")

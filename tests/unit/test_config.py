@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -92,4 +93,25 @@ def test_initial_delay_above_max_delay_is_refused(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("RETRY_MAX_DELAY", "5")
 
     with pytest.raises(ConfigError, match="RETRY_INITIAL_DELAY"):
+        load_settings()
+
+
+@pytest.mark.parametrize(("cpus", "expected"), [({0}, 0), ({0, 1}, 1), (set(range(16)), 1)])
+def test_one_sending_process_by_default_when_there_is_a_second_cpu(
+    monkeypatch: pytest.MonkeyPatch, cpus: set[int], expected: int
+) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _: cpus)
+
+    assert load_settings().sender_processes == expected
+
+
+def test_sending_processes_can_be_set_or_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WEBHOOK_SENDER_PROCESSES", "0")
+    assert load_settings().sender_processes == 0
+
+    monkeypatch.setenv("WEBHOOK_SENDER_PROCESSES", "3")
+    assert load_settings().sender_processes == 3
+
+    monkeypatch.setenv("WEBHOOK_SENDER_PROCESSES", "-1")
+    with pytest.raises(ConfigError, match="WEBHOOK_SENDER_PROCESSES"):
         load_settings()

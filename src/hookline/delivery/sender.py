@@ -1,5 +1,9 @@
 """One HTTP attempt: sign the body, POST it, and describe what came back.
 
+:class:`Sender` is what the engine needs from whatever makes attempts. :class:`HttpSender`
+makes them in this process; :mod:`hookline.delivery.process_sender` hands them to child
+processes that each run an :class:`HttpSender`, so sending uses another core.
+
 A single aiohttp session is shared by every attempt, so connections to a receiver are kept
 alive and reused. Redirects are never followed: a receiver that moved must be updated by its
 owner, and following a redirect could lead past the destination guard.
@@ -7,10 +11,10 @@ owner, and following a redirect could lead past the destination guard.
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
 import http
 import time
+from typing import Protocol
 
 import aiohttp
 
@@ -26,8 +30,19 @@ USER_AGENT = f"hookline/{__version__}"
 _SIGNER_CACHE_LIMIT = 10_000
 
 
-class Sender:
-    """Sends attempts over one shared, keep-alive aiohttp session."""
+class Sender(Protocol):
+    """Makes attempts; ``send`` never raises for anything a receiver does."""
+
+    async def start(self) -> None: ...
+
+    async def send(self, claim: ClaimedDelivery) -> AttemptResult: ...
+
+    async def close(self) -> None:
+        """Stop; called once no attempt is awaited any more."""
+
+
+class HttpSender:
+    """Sends attempts over one shared, keep-alive aiohttp session, in this process."""
 
     def __init__(self, destinations: DestinationPolicy, max_connections: int) -> None:
         self._destinations = destinations
@@ -59,7 +74,7 @@ class Sender:
 
     async def send(self, claim: ClaimedDelivery) -> AttemptResult:
         """Make one attempt for ``claim``; never raises for anything the receiver does."""
-        assert self._session is not None, "Sender.start() was not called"
+        assert self._session is not None, "HttpSender.start() was not called"
         started_at = time.time()
         clock = time.perf_counter()
         try:
@@ -91,12 +106,13 @@ class Sender:
     async def _post(self, claim: ClaimedDelivery, started_at: float) -> AttemptResult:
         assert self._session is not None
         headers = self._headers(claim, int(started_at))
+        # The total timeout runs until the response is released, so it also bounds a receiver
+        # that sends its answer one byte at a time.
         timeout = aiohttp.ClientTimeout(total=claim.timeout_seconds)
-        async with asyncio.timeout(claim.timeout_seconds):
-            async with self._session.post(
-                claim.url, data=claim.body, headers=headers, allow_redirects=False, timeout=timeout
-            ) as response:
-                body, truncated = await _read_prefix(response)
+        async with self._session.post(
+            claim.url, data=claim.body, headers=headers, allow_redirects=False, timeout=timeout
+        ) as response:
+            body, truncated = await _read_prefix(response)
         status = response.status
         if 200 <= status < 300:
             return AttemptResult(

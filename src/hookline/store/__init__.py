@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from hookline.store.base import Store
-from hookline.store.postgres import PostgresStore
 from hookline.store.sqlite import SQLiteStore
 
 if TYPE_CHECKING:  # the settings import the store's rule types, so only for annotations
@@ -19,6 +18,9 @@ if TYPE_CHECKING:  # the settings import the store's rule types, so only for ann
 def store_for(settings: Settings) -> Store:
     """Return the (not yet opened) store that ``settings.database_url`` names."""
     if settings.uses_postgres:
+        # Imported here so that a SQLite deployment never loads the PostgreSQL driver.
+        from hookline.store.postgres import PostgresStore
+
         return PostgresStore(
             settings.database_url,
             settings.database_pool_min_size,

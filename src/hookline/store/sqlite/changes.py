@@ -20,6 +20,8 @@ CHANGE_COLUMNS = (
 
 # (delivery id, event id, endpoint id, event type, attempt)
 DeliveryRef = tuple[str, str, str, str, int]
+# A DeliveryRef, then change, status, detail, next attempt at, at.
+ChangeRow = tuple[str, str, str, str, int, str, str, str | None, float | None, float]
 
 
 def note(
@@ -32,10 +34,18 @@ def note(
     next_attempt_at: float | None = None,
 ) -> None:
     """Record the same change for each delivery."""
+    record(
+        conn,
+        [(*ref, change.value, status.value, detail, next_attempt_at, at) for ref in deliveries],
+    )
+
+
+def record(conn: sqlite3.Connection, rows: list[ChangeRow]) -> None:
+    """Record changes that differ from one delivery to the next."""
     conn.executemany(
         "INSERT INTO delivery_changes (delivery_id, event_id, endpoint_id, event_type, attempt, "
         "change, status, detail, next_attempt_at, at) VALUES (?,?,?,?,?,?,?,?,?,?)",
-        [(*ref, str(change), str(status), detail, next_attempt_at, at) for ref in deliveries],
+        rows,
     )
 
 

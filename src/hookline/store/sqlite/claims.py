@@ -18,7 +18,12 @@ from hookline.models import ClaimedDelivery, EndpointHealth
 from hookline.protection import breaker
 from hookline.protection.ratelimit import GLOBAL_BUCKET, Bucket, new_bucket
 from hookline.store.base import ClaimRules
-from hookline.store.sqlite.rows import HEALTH_COLUMNS, health_from_row, health_values
+from hookline.store.sqlite.rows import (
+    HEALTH_COLUMNS,
+    MAX_PARAMETERS,
+    health_from_row,
+    health_values,
+)
 
 # Claims read a few more due rows than they need, so that passing over endpoints that may not
 # receive now still leaves work for the free slots; endpoints further back are reached one by
@@ -42,7 +47,6 @@ _CLAIM_FOR_ENDPOINT = (
     + "AND d.endpoint_id = ? ORDER BY d.next_attempt_at LIMIT ?"
 )
 _ENDPOINT = 4
-_SQLITE_MAX_PARAMETERS = 500
 _ENABLED, _MAX_IN_FLIGHT, _RATE, _BURST, _HEALTH = 12, 13, 14, 15, slice(16, 20)
 
 
@@ -185,8 +189,8 @@ def _past_the_head(conn: sqlite3.Connection, gate: _Gate, wanted: int, seen: set
 def _with_bodies(conn: sqlite3.Connection, claims: list[ClaimedDelivery]) -> list[ClaimedDelivery]:
     event_ids = list({c.event_id for c in claims})
     bodies: dict[str, bytes] = {}
-    for start in range(0, len(event_ids), _SQLITE_MAX_PARAMETERS):
-        chunk = event_ids[start : start + _SQLITE_MAX_PARAMETERS]
+    for start in range(0, len(event_ids), MAX_PARAMETERS):
+        chunk = event_ids[start : start + MAX_PARAMETERS]
         bodies.update(
             conn.execute(
                 f"SELECT id, body FROM events WHERE id IN ({', '.join('?' * len(chunk))})",

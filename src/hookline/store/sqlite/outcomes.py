@@ -26,6 +26,7 @@ from hookline.store.sqlite import changes
 from hookline.store.sqlite.rows import (
     ATTEMPT_COLUMNS,
     HEALTH_COLUMNS,
+    MAX_PARAMETERS,
     health_from_row,
     health_values,
     placeholders,
@@ -35,71 +36,103 @@ from hookline.store.sqlite.rows import (
 def record(
     conn: sqlite3.Connection, verdicts: list[AttemptVerdict], rules: HealthRules
 ) -> Recorded:
-    """Apply every verdict whose lease is still current; track endpoint health as we go."""
-    outcome = Recorded(applied=[])
+    """Apply every verdict whose lease is still current; track endpoint health as we go.
+
+    The rows of the whole batch are written with one statement per table, not one per
+    verdict: at thousands of attempts per second the per-statement overhead is what counts.
+    """
+    current = _current_leases(conn, [verdict.claim.delivery_id for verdict in verdicts])
+    applied = [current.get(v.claim.delivery_id) == v.claim.lease_token for v in verdicts]
+    _write(conn, [verdict for verdict, ok in zip(verdicts, applied, strict=True) if ok])
+
+    outcome = Recorded(applied=applied)
     healths: dict[str, EndpointHealth] = {}
-    for verdict in verdicts:
-        applied = _apply(conn, verdict)
-        outcome.applied.append(applied)
-        if applied:
+    for verdict, ok in zip(verdicts, applied, strict=True):
+        if ok:
             _update_health(conn, verdict, rules, healths, outcome)
     return outcome
 
 
-def _apply(conn: sqlite3.Connection, verdict: AttemptVerdict) -> bool:
-    claim, result = verdict.claim, verdict.result
-    finished_at = result.started_at + result.duration_ms / 1000
-    delivered_at = finished_at if verdict.status is DeliveryStatus.DELIVERED else None
-    updated = conn.execute(
-        "UPDATE deliveries SET status = ?, next_attempt_at = ?, lease_token = NULL, "
-        "last_error = ?, updated_at = ?, delivered_at = ? WHERE id = ? AND lease_token = ?",
-        (
-            str(verdict.status),
-            verdict.next_attempt_at,
-            result.error,
-            finished_at,
-            delivered_at,
-            claim.delivery_id,
-            claim.lease_token,
-        ),
-    )
-    if updated.rowcount == 0:
-        return False
-    changes.note(
-        conn,
-        [(claim.delivery_id, claim.event_id, claim.endpoint_id, claim.event_type, claim.attempt)],
-        CHANGE_AFTER_ATTEMPT[verdict.status],
-        verdict.status,
-        finished_at,
-        detail=result.error,
-        next_attempt_at=verdict.next_attempt_at,
-    )
-    conn.execute(
-        f"INSERT OR REPLACE INTO attempts ({ATTEMPT_COLUMNS}) VALUES ({placeholders(10)})",
-        (
-            claim.delivery_id,
-            claim.attempt,
-            result.started_at,
-            result.duration_ms,
-            str(result.outcome),
-            result.status_code,
-            result.error,
-            result.response_body,
-            int(result.response_truncated),
-            claim.endpoint_id,
-        ),
-    )
-    if verdict.dead_letter_expires_at is not None:
-        _dead_letter(
-            conn,
-            [(claim.delivery_id, claim.event_id, claim.event_type, claim.attempt)],
-            claim.endpoint_id,
-            claim.url,
-            result.error or "unknown failure",
-            finished_at,
-            verdict.dead_letter_expires_at,
+def _current_leases(conn: sqlite3.Connection, delivery_ids: list[str]) -> dict[str, str | None]:
+    leases: dict[str, str | None] = {}
+    for start in range(0, len(delivery_ids), MAX_PARAMETERS):
+        chunk = delivery_ids[start : start + MAX_PARAMETERS]
+        leases.update(
+            conn.execute(
+                f"SELECT id, lease_token FROM deliveries WHERE id IN ({placeholders(len(chunk))})",
+                chunk,
+            ).fetchall()
         )
-    return True
+    return leases
+
+
+def _write(conn: sqlite3.Connection, verdicts: list[AttemptVerdict]) -> None:
+    """The deliveries' new states, their attempts, change-feed rows and dead letters."""
+    updates: list[tuple[Any, ...]] = []
+    attempts: list[tuple[Any, ...]] = []
+    feed: list[changes.ChangeRow] = []
+    for verdict in verdicts:
+        claim, result = verdict.claim, verdict.result
+        finished_at = result.started_at + result.duration_ms / 1000
+        delivered = verdict.status is DeliveryStatus.DELIVERED
+        updates.append(
+            (
+                verdict.status.value,
+                verdict.next_attempt_at,
+                result.error,
+                finished_at,
+                finished_at if delivered else None,
+                claim.delivery_id,
+            )
+        )
+        attempts.append(
+            (
+                claim.delivery_id,
+                claim.attempt,
+                result.started_at,
+                result.duration_ms,
+                result.outcome.value,
+                result.status_code,
+                result.error,
+                result.response_body,
+                int(result.response_truncated),
+                claim.endpoint_id,
+            )
+        )
+        feed.append(
+            (
+                claim.delivery_id,
+                claim.event_id,
+                claim.endpoint_id,
+                claim.event_type,
+                claim.attempt,
+                CHANGE_AFTER_ATTEMPT[verdict.status].value,
+                verdict.status.value,
+                result.error,
+                verdict.next_attempt_at,
+                finished_at,
+            )
+        )
+        if verdict.dead_letter_expires_at is not None:
+            _dead_letter(
+                conn,
+                [(claim.delivery_id, claim.event_id, claim.event_type, claim.attempt)],
+                claim.endpoint_id,
+                claim.url,
+                result.error or "unknown failure",
+                finished_at,
+                verdict.dead_letter_expires_at,
+            )
+    conn.executemany(
+        "UPDATE deliveries SET status = ?, next_attempt_at = ?, lease_token = NULL, "
+        "last_error = ?, updated_at = ?, delivered_at = ? WHERE id = ?",
+        updates,
+    )
+    changes.record(conn, feed)
+    conn.executemany(
+        f"INSERT OR REPLACE INTO attempts ({ATTEMPT_COLUMNS}) VALUES ({placeholders(10)})",
+        attempts,
+    )
 
 
 def _update_health(

@@ -145,6 +145,10 @@ def dead_letter_from_row(row: tuple[Any, ...]) -> DeadLetter:
     )
 
 
+MAX_PARAMETERS = 500
+"""Values bound in one statement at most; SQLite builds before 3.32 allow only 999."""
+
+
 def placeholders(count: int) -> str:
     """``?, ?, …`` for an INSERT of ``count`` columns."""
     return ", ".join("?" * count)
