@@ -39,13 +39,22 @@ class EventRequest:
     id: str | None = None
 
 
-def webhook_body(event_id: str, event_type: str, created_at: float, payload: Any) -> bytes:
-    """Return the JSON body every endpoint receives for this event."""
-    moment = datetime.datetime.fromtimestamp(created_at, datetime.UTC)
-    timestamp = moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+def webhook_body(event_id: str, event_type: str, created_at: float | str, payload: Any) -> bytes:
+    """Return the JSON body every endpoint receives for this event.
+
+    ``created_at`` may be given already formatted by :func:`webhook_timestamp`, so a batch
+    whose events share one moment formats it once.
+    """
+    timestamp = created_at if isinstance(created_at, str) else webhook_timestamp(created_at)
     return orjson.dumps(
         {"id": event_id, "event": event_type, "timestamp": timestamp, "data": payload}
     )
+
+
+def webhook_timestamp(created_at: float) -> str:
+    """The moment as the body's ``timestamp``: UTC, milliseconds, a ``Z`` suffix."""
+    moment = datetime.datetime.fromtimestamp(created_at, datetime.UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def request_hash(raw_body: bytes) -> str:
@@ -84,12 +93,13 @@ class Intake:
             self._log_accepted(repeat)
             return repeat
         now = time.time()
+        timestamp = webhook_timestamp(now)
         events = [
             NewEvent(
                 id=(event_id := request.id or new_id("evt")),
                 event_type=request.event_type,
                 created_at=now,
-                body=webhook_body(event_id, request.event_type, now, request.payload),
+                body=webhook_body(event_id, request.event_type, timestamp, request.payload),
             )
             for request in requests
         ]

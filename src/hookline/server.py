@@ -9,6 +9,7 @@ import uvicorn
 
 from hookline.api.app import create_app
 from hookline.config import Settings
+from hookline.runtime import tune_garbage_collector
 from hookline.service import Service
 
 
@@ -31,6 +32,7 @@ def serve(settings: Settings) -> None:
     # second delivery changes nothing, so a clean shutdown exits 0 as a service manager expects.
     for handled in (signal.SIGTERM, signal.SIGINT):
         signal.signal(handled, _already_handled)
+    tune_garbage_collector()
     _Server(config, app.state.service).run()
 
 

@@ -44,8 +44,8 @@ SCENARIOS: dict[str, list[str]] = {
     "throughput": ["--deliveries", "50000"],
     "fanout": ["--deliveries", "50000", "--fanout", "10"],
     "latency": ["--deliveries", "20000", "--rate", "1000", "--skip-ceiling"],
-    "retries": ["--deliveries", "30000", "--fail-rate", "0.2"],
-    "postgres": ["--deliveries", "30000", "--database-url", "{database_url}"],
+    "retries": ["--deliveries", "50000", "--fail-rate", "0.2"],
+    "postgres": ["--deliveries", "50000", "--database-url", "{database_url}"],
 }
 POSTGRES_ADMIN_URL = os.environ.get(
     "HOOKLINE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"

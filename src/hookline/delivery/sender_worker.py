@@ -29,6 +29,7 @@ from hookline.delivery.wire import (
     result_message,
 )
 from hookline.destinations import DestinationPolicy
+from hookline.runtime import tune_garbage_collector
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +94,7 @@ def main(argv: list[str]) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     fd, config = int(argv[0]), WorkerConfig.from_json(argv[1])
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, fileno=fd)
+    tune_garbage_collector()
     uvloop.run(serve(sock, config))
 
 

@@ -1,0 +1,24 @@
+"""Interpreter settings for a long-running service process.
+
+Python's cyclic garbage collector starts a young-generation pass every 700 allocations of
+container objects. Delivering thousands of webhooks a second allocates millions of short-lived
+tuples, dicts and dataclasses, almost none of them in reference cycles, so the collector ran
+thousands of times a second for nothing; raising the threshold measured 15-25 % more deliveries
+per second in the load test. Freezing what exists after start-up (modules, the app, settings)
+keeps later full passes from walking tens of thousands of objects that live as long as the
+process.
+"""
+
+from __future__ import annotations
+
+import gc
+
+YOUNG_GENERATION_THRESHOLD = 10_000
+"""Container allocations, net of deallocations, between young-generation passes."""
+
+
+def tune_garbage_collector() -> None:
+    """Call once start-up has imported and built everything that lives for good."""
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(YOUNG_GENERATION_THRESHOLD, middle, old)
