@@ -13,7 +13,6 @@ from hookline.config import Settings, load_settings
 from hookline.errors import ConfigError, StoreError
 from hookline.logs import configure_logging
 from hookline.store import store_for
-from hookline.tail import TailOptions, tail
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
@@ -60,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _tail(args: argparse.Namespace) -> int:
+    # Imported only here, so that the server never loads the HTTP client it does not use.
+    from hookline.tail import TailOptions, tail
+
     if not args.api_key:
         print("hookline: tail needs an API key: --api-key or HOOKLINE_API_KEY", file=sys.stderr)
         return 2

@@ -10,9 +10,10 @@ It acts twice:
 
 * when an endpoint is registered, :meth:`DestinationPolicy.check_destination` checks the URL's
   syntax and every address its host resolves to, so the caller gets a clear 422 at once;
-* when a delivery connects, :meth:`DestinationPolicy.resolver` checks the addresses aiohttp is
-  about to connect to. A name can resolve to a public address at registration and to
-  127.0.0.1 a minute later (DNS rebinding), so only this second check is binding. aiohttp
+* when a delivery connects, :meth:`DestinationPolicy.check_resolved` judges the addresses
+  aiohttp is about to connect to (the sender's resolver calls it). A name can resolve to a
+  public address at registration and to 127.0.0.1 a minute later (DNS rebinding), so only
+  this second check is binding. aiohttp
   does not consult a resolver for a host written as an IP address, so the sender also runs
   :meth:`DestinationPolicy.check_url`, which judges such hosts, before each attempt.
 
@@ -31,8 +32,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TypeAlias
 
-import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
 from hookline.errors import BlockedDestination, InvalidEndpointURL
@@ -284,14 +283,14 @@ class DestinationPolicy:
                 f"Endpoint URL host {target.host} resolves to {resolved}, which",
             )
 
-    def resolver(self) -> AbstractResolver:
-        """A resolver for the delivery session's ``aiohttp.TCPConnector``.
+    def check_resolved(self, host: str, address: str) -> None:
+        """Raise BlockedAddressError if ``host`` resolved to an ``address`` that is refused.
 
-        It resolves with aiohttp's ThreadedResolver and raises BlockedAddressError if any
-        resolved address is refused. aiohttp skips resolvers for URLs whose host is a plain IP
-        address, so those must still go through check_url before each delivery.
+        The delivery session's resolver (:mod:`hookline.delivery.resolver`) calls this for
+        every address a lookup returns, right before aiohttp connects to it.
         """
-        return _GuardedResolver(self)
+        subject = f"Endpoint URL host {host} resolves to {address}, which"
+        self._enforce(_parse_address(address), subject, BlockedAddressError)
 
     def _target(self, url: str) -> _Target:
         _check_characters(url)
@@ -364,39 +363,6 @@ class DestinationPolicy:
 
     def _allows(self, address: IPAddress) -> bool:
         return any(address in network for network in self.allowed_networks)
-
-
-class _GuardedResolver(AbstractResolver):
-    """aiohttp resolver that refuses names resolving to a blocked address.
-
-    aiohttp connects only to the addresses its resolver returns, so checking them here, on
-    every lookup and right before the connection, leaves no window for a DNS answer to change
-    between the check and the connect. That is what defeats DNS rebinding.
-    """
-
-    def __init__(self, policy: DestinationPolicy) -> None:
-        self._policy = policy
-        # ThreadedResolver binds to the running loop when built, so it is built on first use
-        # rather than wherever the policy hands out this resolver.
-        self._inner: aiohttp.ThreadedResolver | None = None
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        """Resolve ``host``, raising BlockedAddressError if any address it has is refused."""
-        if self._inner is None:
-            self._inner = aiohttp.ThreadedResolver()
-        results = await self._inner.resolve(host, port, family)
-
-        for result in results:
-            subject = f"Endpoint URL host {host} resolves to {result['host']}, which"
-            self._policy._enforce(_parse_address(result["host"]), subject, BlockedAddressError)
-        return results
-
-    async def close(self) -> None:
-        """Release the wrapped resolver."""
-        if self._inner is not None:
-            await self._inner.close()
 
 
 def _check_characters(url: str) -> None:

@@ -14,8 +14,8 @@ from hookline.api.auth import ApiKeys
 from hookline.config import Settings
 from hookline.delivery.engine import DeliveryEngine
 from hookline.delivery.process_sender import ProcessSender
-from hookline.delivery.sender import HttpSender, Sender
-from hookline.delivery.sender_worker import WorkerConfig
+from hookline.delivery.sender import Sender
+from hookline.delivery.wire import WorkerConfig
 from hookline.destinations import DestinationPolicy
 from hookline.errors import StoreError
 from hookline.ingest import Intake
@@ -118,6 +118,9 @@ class Service:
 
 def _sender_for(settings: Settings, destinations: DestinationPolicy) -> Sender:
     if settings.sender_processes == 0:
+        # Imported only here: with sending processes, aiohttp stays out of the main process.
+        from hookline.delivery.http_sender import HttpSender
+
         return HttpSender(destinations, max_connections=settings.webhook_worker_count)
     config = WorkerConfig(
         allowed_networks=tuple(str(network) for network in destinations.allowed_networks),

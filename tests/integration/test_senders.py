@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest
 
+from hookline.delivery.http_sender import HttpSender
 from hookline.delivery.process_sender import ProcessSender
-from hookline.delivery.sender import HttpSender, Sender
-from hookline.delivery.sender_worker import WorkerConfig
+from hookline.delivery.sender import Sender
+from hookline.delivery.wire import WorkerConfig
 from hookline.destinations import DestinationPolicy
 from hookline.models import AttemptOutcome, ClaimedDelivery
 from hookline.signing import Signer

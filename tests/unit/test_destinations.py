@@ -15,6 +15,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from hookline.delivery.resolver import GuardedResolver
 from hookline.destinations import (
     MAX_URL_CHARS,
     BlockedAddressError,
@@ -561,7 +562,7 @@ async def test_ip_literal_destination__is_judged_without_dns(
 
 
 async def test_resolver__refuses_localhost_by_default() -> None:
-    resolver = DestinationPolicy().resolver()
+    resolver = GuardedResolver(DestinationPolicy())
 
     with pytest.raises(BlockedAddressError) as caught:
         await resolver.resolve("localhost", 80)
@@ -573,7 +574,7 @@ async def test_resolver__refuses_localhost_by_default() -> None:
 
 
 async def test_resolver__returns_addresses_of_an_allowed_name() -> None:
-    resolver = DestinationPolicy(LOCAL_DEVELOPMENT).resolver()
+    resolver = GuardedResolver(DestinationPolicy(LOCAL_DEVELOPMENT))
 
     results = await resolver.resolve("localhost", 80)
     await resolver.close()
@@ -608,7 +609,7 @@ async def receiver() -> AsyncIterator[Receiver]:
 
 
 async def post_through_guard(policy: DestinationPolicy, url: str) -> str:
-    resolver = policy.resolver()
+    resolver = GuardedResolver(policy)
     try:
         connector = aiohttp.TCPConnector(resolver=resolver)
         async with (

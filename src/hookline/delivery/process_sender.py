@@ -23,8 +23,13 @@ import time
 
 import structlog
 
-from hookline.delivery.sender_worker import WorkerConfig
-from hookline.delivery.wire import FrameWriter, attempt_message, read_frame, result_from_message
+from hookline.delivery.wire import (
+    FrameWriter,
+    WorkerConfig,
+    attempt_message,
+    read_frame,
+    result_from_message,
+)
 from hookline.errors import SenderProcessError
 from hookline.models import AttemptOutcome, AttemptResult, ClaimedDelivery
 

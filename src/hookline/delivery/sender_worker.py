@@ -10,55 +10,22 @@ process group, so that the main process can let attempts in flight finish before
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import json
 import signal
 import socket
 import sys
-from dataclasses import dataclass
-from typing import Any
 
 import uvloop
 
-from hookline.delivery.sender import HttpSender
+from hookline.delivery.http_sender import HttpSender
 from hookline.delivery.wire import (
     AttemptMessage,
     FrameWriter,
+    WorkerConfig,
     claim_from_message,
     read_frame,
     result_message,
 )
-from hookline.destinations import DestinationPolicy
 from hookline.runtime import tune_garbage_collector
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerConfig:
-    """What a sending process needs from the main process's settings."""
-
-    allowed_networks: tuple[str, ...]
-    https_only: bool
-    max_connections: int
-
-    def to_json(self) -> str:
-        return json.dumps(
-            {
-                "allowed_networks": list(self.allowed_networks),
-                "https_only": self.https_only,
-                "max_connections": self.max_connections,
-            }
-        )
-
-    @classmethod
-    def from_json(cls, text: str) -> WorkerConfig:
-        values: dict[str, Any] = json.loads(text)
-        return cls(
-            tuple(values["allowed_networks"]), values["https_only"], values["max_connections"]
-        )
-
-    def destinations(self) -> DestinationPolicy:
-        networks = [ipaddress.ip_network(network) for network in self.allowed_networks]
-        return DestinationPolicy(networks, https_only=self.https_only)
 
 
 async def serve(sock: socket.socket, config: WorkerConfig) -> None:

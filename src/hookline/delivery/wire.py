@@ -9,10 +9,14 @@ are hookline processes started by the same program; nothing else can reach the s
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import json
 import pickle
 import struct
+from dataclasses import dataclass
 from typing import Any
 
+from hookline.destinations import DestinationPolicy
 from hookline.models import AttemptOutcome, AttemptResult, ClaimedDelivery
 
 FRAME_HEADER = struct.Struct("!I")
@@ -131,3 +135,32 @@ def result_from_message(message: ResultMessage) -> tuple[int, AttemptResult]:
         retry_after_seconds=retry_after_seconds,
     )
     return request_id, result
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    """What a sending process needs from the main process's settings."""
+
+    allowed_networks: tuple[str, ...]
+    https_only: bool
+    max_connections: int
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "allowed_networks": list(self.allowed_networks),
+                "https_only": self.https_only,
+                "max_connections": self.max_connections,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> WorkerConfig:
+        values: dict[str, Any] = json.loads(text)
+        return cls(
+            tuple(values["allowed_networks"]), values["https_only"], values["max_connections"]
+        )
+
+    def destinations(self) -> DestinationPolicy:
+        networks = [ipaddress.ip_network(network) for network in self.allowed_networks]
+        return DestinationPolicy(networks, https_only=self.https_only)

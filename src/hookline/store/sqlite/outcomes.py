@@ -68,70 +68,76 @@ def _current_leases(conn: sqlite3.Connection, delivery_ids: list[str]) -> dict[s
 
 def _write(conn: sqlite3.Connection, verdicts: list[AttemptVerdict]) -> None:
     """The deliveries' new states, their attempts, change-feed rows and dead letters."""
-    updates: list[tuple[Any, ...]] = []
-    attempts: list[tuple[Any, ...]] = []
-    feed: list[changes.ChangeRow] = []
+    conn.executemany(
+        "UPDATE deliveries SET status = ?, next_attempt_at = ?, lease_token = NULL, "
+        "last_error = ?, updated_at = ?, delivered_at = ? WHERE id = ?",
+        [_delivery_values(verdict) for verdict in verdicts],
+    )
+    changes.record(conn, [_change_row(verdict) for verdict in verdicts])
+    conn.executemany(
+        f"INSERT OR REPLACE INTO attempts ({ATTEMPT_COLUMNS}) VALUES ({placeholders(10)})",
+        [_attempt_values(verdict) for verdict in verdicts],
+    )
     for verdict in verdicts:
-        claim, result = verdict.claim, verdict.result
-        finished_at = result.started_at + result.duration_ms / 1000
-        delivered = verdict.status is DeliveryStatus.DELIVERED
-        updates.append(
-            (
-                verdict.status.value,
-                verdict.next_attempt_at,
-                result.error,
-                finished_at,
-                finished_at if delivered else None,
-                claim.delivery_id,
-            )
-        )
-        attempts.append(
-            (
-                claim.delivery_id,
-                claim.attempt,
-                result.started_at,
-                result.duration_ms,
-                result.outcome.value,
-                result.status_code,
-                result.error,
-                result.response_body,
-                int(result.response_truncated),
-                claim.endpoint_id,
-            )
-        )
-        feed.append(
-            (
-                claim.delivery_id,
-                claim.event_id,
-                claim.endpoint_id,
-                claim.event_type,
-                claim.attempt,
-                CHANGE_AFTER_ATTEMPT[verdict.status].value,
-                verdict.status.value,
-                result.error,
-                verdict.next_attempt_at,
-                finished_at,
-            )
-        )
         if verdict.dead_letter_expires_at is not None:
+            claim = verdict.claim
             _dead_letter(
                 conn,
                 [(claim.delivery_id, claim.event_id, claim.event_type, claim.attempt)],
                 claim.endpoint_id,
                 claim.url,
-                result.error or "unknown failure",
-                finished_at,
+                verdict.result.error or "unknown failure",
+                _finished_at(verdict),
                 verdict.dead_letter_expires_at,
             )
-    conn.executemany(
-        "UPDATE deliveries SET status = ?, next_attempt_at = ?, lease_token = NULL, "
-        "last_error = ?, updated_at = ?, delivered_at = ? WHERE id = ?",
-        updates,
+
+
+def _finished_at(verdict: AttemptVerdict) -> float:
+    return verdict.result.started_at + verdict.result.duration_ms / 1000
+
+
+def _delivery_values(verdict: AttemptVerdict) -> tuple[Any, ...]:
+    finished_at = _finished_at(verdict)
+    delivered = verdict.status is DeliveryStatus.DELIVERED
+    return (
+        verdict.status.value,
+        verdict.next_attempt_at,
+        verdict.result.error,
+        finished_at,
+        finished_at if delivered else None,
+        verdict.claim.delivery_id,
     )
-    changes.record(conn, feed)
-    conn.executemany(
-        f"INSERT OR REPLACE INTO attempts ({ATTEMPT_COLUMNS}) VALUES ({placeholders(10)})",
-        attempts,
+
+
+def _change_row(verdict: AttemptVerdict) -> changes.ChangeRow:
+    claim = verdict.claim
+    return (
+        claim.delivery_id,
+        claim.event_id,
+        claim.endpoint_id,
+        claim.event_type,
+        claim.attempt,
+        CHANGE_AFTER_ATTEMPT[verdict.status].value,
+        verdict.status.value,
+        verdict.result.error,
+        verdict.next_attempt_at,
+        _finished_at(verdict),
+    )
+
+
+def _attempt_values(verdict: AttemptVerdict) -> tuple[Any, ...]:
+    claim, result = verdict.claim, verdict.result
+    return (
+        claim.delivery_id,
+        claim.attempt,
+        result.started_at,
+        result.duration_ms,
+        result.outcome.value,
+        result.status_code,
+        result.error,
+        result.response_body,
+        int(result.response_truncated),
+        claim.endpoint_id,
     )
 
 
