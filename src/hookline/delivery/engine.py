@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections import Counter
 from collections.abc import Coroutine
@@ -213,11 +214,8 @@ class DeliveryEngine:
                 action="circuit_probe",
                 **attempt_keys(claim),
             )
-        log.debug(
-            "attempt starting",
-            action="attempt_started",
-            **attempt_keys(claim),
-        )
+        if log.is_enabled_for(logging.DEBUG):
+            log.debug("attempt starting", action="attempt_started", **attempt_keys(claim))
         result = await self._sender.send(claim)
         verdict = judge(claim, result, self._policies, self._dlq_retention_days, time.time())
         _log_verdict(verdict)
@@ -225,9 +223,12 @@ class DeliveryEngine:
 
 
 def _log_verdict(verdict: AttemptVerdict) -> None:
+    delivered = verdict.status is DeliveryStatus.DELIVERED
+    if delivered and not log.is_enabled_for(logging.INFO):
+        return  # the common case at WARNING: skip building the keys of a line nobody sees
     claim, result = verdict.claim, verdict.result
     keys = {**attempt_keys(claim), "duration_ms": round(result.duration_ms, 1)}
-    if verdict.status is DeliveryStatus.DELIVERED:
+    if delivered:
         log.info("delivered", action="delivered", status_code=result.status_code, **keys)
     elif verdict.status is DeliveryStatus.PENDING:
         log.warning(
