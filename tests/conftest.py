@@ -147,6 +147,15 @@ async def start_server(tmp_path: Path) -> AsyncIterator[ServerFactory]:
         await server.stop()
 
 
+@pytest.fixture(params=[0, 1], ids=["sending-in-process", "sending-from-child"])
+async def server_with_each_sender(
+    request: pytest.FixtureRequest, start_server: ServerFactory
+) -> RunningServer:
+    """A server per way of sending: in the main process, and from a child process."""
+    running: RunningServer = await start_server(webhook_sender_processes=request.param)
+    return running
+
+
 @pytest.fixture
 async def server(start_server: ServerFactory) -> RunningServer:
     running: RunningServer = await start_server()

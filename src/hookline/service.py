@@ -76,7 +76,8 @@ class Service:
         log.info(
             f"hookline started: data in {self.store.description}, listening on "
             f"http://{self.settings.host}:{self.settings.port}, "
-            f"{self.settings.webhook_worker_count} delivery workers",
+            f"{self.settings.webhook_worker_count} delivery workers, "
+            + _sending_description(self.settings.sender_processes),
             action="started",
         )
 
@@ -128,3 +129,9 @@ def _sender_for(settings: Settings, destinations: DestinationPolicy) -> Sender:
         max_connections=settings.webhook_worker_count,
     )
     return ProcessSender(config, settings.sender_processes)
+
+
+def _sending_description(processes: int) -> str:
+    if processes == 0:
+        return "sending from this process"
+    return f"sending from {processes} child process{'es' if processes > 1 else ''}"

@@ -6,10 +6,17 @@ import hashlib
 import hmac
 import json
 
+import pytest
 import standardwebhooks
 
 from tests.conftest import RunningServer
 from tests.receivers import Receiver
+
+
+@pytest.fixture
+def server(server_with_each_sender: RunningServer) -> RunningServer:
+    """Every test here runs once per way of sending."""
+    return server_with_each_sender
 
 
 async def test_event_is_delivered_with_body_and_headers(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from typing import Any
 
@@ -10,7 +12,8 @@ import aiohttp
 import pytest
 
 from hookline.api.routes import system
-from tests.conftest import RunningServer
+from hookline.delivery.process_sender import ProcessSender
+from tests.conftest import RunningServer, ServerFactory
 
 PROBES = ("/health", "/ready", "/health/live")
 
@@ -51,6 +54,32 @@ async def test_stopped_workers__not_ready_and_unhealthy_but_still_alive(
     assert health["problems"] == ready["problems"]
     assert health["workers"] == 0
     assert live_status == 200
+
+
+async def test_sending_process_down__unhealthy_until_it_is_replaced(
+    start_server: ServerFactory,
+) -> None:
+    server = await start_server(webhook_sender_processes=1)
+    sender = server.service.engine._sender
+    assert isinstance(sender, ProcessSender)
+    (pid,) = sender.pids
+
+    os.kill(pid, signal.SIGKILL)
+    down = await _wait_for_status(server, 503)
+    up = await _wait_for_status(server, 200)
+
+    assert down["problems"] == ["sender: 1 of 1 sending processes not running; restarting"]
+    assert up["problems"] == []
+    assert sender.pids != [pid]
+
+
+async def _wait_for_status(server: RunningServer, wanted: int) -> Any:
+    async with asyncio.timeout(10):
+        while True:
+            status, body = await probe(server, "/health")
+            if status == wanted:
+                return body
+            await asyncio.sleep(0.02)
 
 
 async def test_shutting_down__not_ready_with_the_reason(server: RunningServer) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 
+import pytest
+
 from tests.conftest import RunningServer, ServerFactory
 from tests.receivers import Received, Receiver, Reply
 
@@ -15,6 +17,12 @@ def fail_first(times: int, status: int = 503) -> object:
         return Reply(status=status, body=b"busy") if attempt <= times else Reply()
 
     return script
+
+
+@pytest.fixture
+def server(server_with_each_sender: RunningServer) -> RunningServer:
+    """Every test here runs once per way of sending."""
+    return server_with_each_sender
 
 
 async def test_failed_attempts_are_retried_then_delivered(

@@ -78,6 +78,10 @@ class DeliveryEngine:
     def running(self) -> bool:
         return self._dispatcher is not None and not self._dispatcher.done()
 
+    def sender_problems(self) -> list[str]:
+        """What keeps attempts from going out right now, if anything."""
+        return self._sender.problems() if self.running else []
+
     async def start(self) -> None:
         await self._sender.start()
         self._dispatcher = asyncio.create_task(self._dispatch(), name="hookline-dispatcher")

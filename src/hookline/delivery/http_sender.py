@@ -54,6 +54,9 @@ class HttpSender:
             auto_decompress=False,
         )
 
+    def problems(self) -> list[str]:
+        return [] if self._session is not None else ["the HTTP session is not open"]
+
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()

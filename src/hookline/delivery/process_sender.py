@@ -65,6 +65,12 @@ class ProcessSender:
         child = min(self._children, key=SendingProcess.waiting)
         return await child.send(claim)
 
+    def problems(self) -> list[str]:
+        down = sum(not child.connected for child in self._children)
+        if not down:
+            return []
+        return [f"{down} of {len(self._children)} sending processes not running; restarting"]
+
     async def close(self) -> None:
         await asyncio.gather(*(child.close() for child in self._children))
 
@@ -81,6 +87,10 @@ class SendingProcess:
         self._request_ids = itertools.count()
         self._connected = asyncio.Event()
         self._supervisor: asyncio.Task[None] | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
 
     def waiting(self) -> int:
         """Attempts sent to this child and not answered yet."""

@@ -20,5 +20,8 @@ class Sender(Protocol):
 
     async def send(self, claim: ClaimedDelivery) -> AttemptResult: ...
 
+    def problems(self) -> list[str]:
+        """Sentences for the health check about why attempts cannot be made now; [] if none."""
+
     async def close(self) -> None:
         """Stop; called once no attempt is awaited any more."""

@@ -87,6 +87,7 @@ async def _problems(service: Service) -> list[str]:
         problems.append(f"store: no answer within {PROBE_STORE_TIMEOUT_SECONDS:g} s")
     if not service.engine.running:
         problems.append("workers: the delivery engine is not running")
+    problems += [f"sender: {problem}" for problem in service.engine.sender_problems()]
     if service.shutting_down:
         problems.append("shutting down")
     return problems
