@@ -66,7 +66,8 @@ class Settings(BaseSettings):
         ge=0,
         le=64,
         description="child processes that make the HTTP requests, 0 to 64, 0 to send from the "
-        "main process (default: 1 when hookline may use two or more CPUs, else 0)",
+        "main process (default: 1, started once the attempt rate calls for it, when hookline "
+        "may use two or more CPUs; else 0)",
     )
     webhook_max_queue_size: int = Field(
         10_000, ge=0, description="pending deliveries before ingestion answers 503; 0 = no limit"
@@ -204,6 +205,11 @@ class Settings(BaseSettings):
             return self.webhook_sender_processes
         # A second process only pays off when it gets a core of its own.
         return 1 if len(os.sched_getaffinity(0)) >= 2 else 0
+
+    @property
+    def sender_processes_on_demand(self) -> bool:
+        """Left to the default, the sending process starts only when the load calls for it."""
+        return self.webhook_sender_processes is None and self.sender_processes > 0
 
     def claim_rules(self) -> ClaimRules:
         return ClaimRules(

@@ -77,7 +77,7 @@ class Service:
             f"hookline started: data in {self.store.description}, listening on "
             f"http://{self.settings.host}:{self.settings.port}, "
             f"{self.settings.webhook_worker_count} delivery workers, "
-            + _sending_description(self.settings.sender_processes),
+            + _sending_description(self.settings),
             action="started",
         )
 
@@ -118,20 +118,31 @@ class Service:
 
 
 def _sender_for(settings: Settings, destinations: DestinationPolicy) -> Sender:
-    if settings.sender_processes == 0:
-        # Imported only here: with sending processes, aiohttp stays out of the main process.
-        from hookline.delivery.http_sender import HttpSender
-
-        return HttpSender(destinations, max_connections=settings.webhook_worker_count)
+    processes = settings.sender_processes
     config = WorkerConfig(
         allowed_networks=tuple(str(network) for network in destinations.allowed_networks),
         https_only=destinations.https_only,
         max_connections=settings.webhook_worker_count,
     )
-    return ProcessSender(config, settings.sender_processes)
+    if processes and not settings.sender_processes_on_demand:
+        return ProcessSender(config, processes)
+
+    # Imported only here: with sending processes from the start, aiohttp stays out of the
+    # main process.
+    from hookline.delivery.http_sender import HttpSender
+    from hookline.delivery.on_demand_sender import OnDemandSender
+
+    local = HttpSender(destinations, max_connections=settings.webhook_worker_count)
+    if processes == 0:
+        return local
+    return OnDemandSender(local, lambda: ProcessSender(config, processes))
 
 
-def _sending_description(processes: int) -> str:
+def _sending_description(settings: Settings) -> str:
+    processes = settings.sender_processes
     if processes == 0:
         return "sending from this process"
-    return f"sending from {processes} child process{'es' if processes > 1 else ''}"
+    children = f"{processes} child process{'es' if processes > 1 else ''}"
+    if settings.sender_processes_on_demand:
+        return f"sending from this process until the load calls for {children}"
+    return f"sending from {children}"

@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 
 from hookline.delivery.http_sender import HttpSender
+from hookline.delivery.on_demand_sender import START_RATE_PER_SECOND as START_RATE
+from hookline.delivery.on_demand_sender import OnDemandSender
 from hookline.delivery.process_sender import ProcessSender
 from hookline.delivery.sender import Sender
 from hookline.delivery.wire import WorkerConfig
@@ -50,14 +52,21 @@ def claim_for(url: str, **overrides: Any) -> ClaimedDelivery:
     return ClaimedDelivery(**values)
 
 
+SENDERS = ["in-process", "child-process", "on-demand"]
+
+
 def make_sender(kind: str, allowed: tuple[str, ...] = LOCAL_NETWORKS) -> Sender:
+    networks = [ipaddress.ip_network(network) for network in allowed]
+    local = HttpSender(DestinationPolicy(networks), max_connections=16)
+    config = WorkerConfig(allowed, https_only=False, max_connections=16)
     if kind == "in-process":
-        networks = [ipaddress.ip_network(network) for network in allowed]
-        return HttpSender(DestinationPolicy(networks), max_connections=16)
-    return ProcessSender(WorkerConfig(allowed, https_only=False, max_connections=16), 1)
+        return local
+    if kind == "child-process":
+        return ProcessSender(config, 1)
+    return OnDemandSender(local, lambda: ProcessSender(config, 1))
 
 
-@pytest.fixture(params=["in-process", "child-process"])
+@pytest.fixture(params=SENDERS)
 async def sender(request: pytest.FixtureRequest) -> AsyncIterator[Sender]:
     made = make_sender(request.param)
     await made.start()
@@ -127,7 +136,7 @@ async def test_a_closed_port_is_a_connection_error(sender: Sender) -> None:
     assert result.error is not None and result.error.startswith("Connection failed")
 
 
-@pytest.mark.parametrize("kind", ["in-process", "child-process"])
+@pytest.mark.parametrize("kind", SENDERS)
 async def test_a_destination_outside_the_allowed_networks_is_blocked(
     kind: str, receiver: Receiver
 ) -> None:
@@ -154,6 +163,30 @@ async def test_attempts_run_concurrently(sender: Sender, receiver: Receiver) -> 
     assert sorted(r.headers["X-Webhook-Delivery"] for r in receiver.received) == sorted(
         c.delivery_id for c in claims
     )
+
+
+async def test_on_demand__hands_over_to_a_child_once_the_rate_calls_for_it(
+    receiver: Receiver,
+) -> None:
+    sender = make_sender("on-demand")
+    assert isinstance(sender, OnDemandSender)
+    await sender.start()
+    try:
+        quiet = await sender.send(claim_for(receiver.url()))
+        assert quiet.outcome is AttemptOutcome.SUCCESS
+        assert not sender.handed_over
+
+        burst = [claim_for(receiver.url(), delivery_id=f"dlv_{n}") for n in range(START_RATE)]
+        results = await asyncio.gather(*(sender.send(claim) for claim in burst))
+        assert {result.outcome for result in results} == {AttemptOutcome.SUCCESS}
+        assert await asyncio.wait_for(sender.wait_for_hand_over(), WAIT_SECONDS)
+
+        after = await sender.send(claim_for(receiver.url(), delivery_id="dlv_after"))
+        assert after.outcome is AttemptOutcome.SUCCESS
+        assert sender.problems() == []
+    finally:
+        await sender.close()
+    assert len(receiver.received) == START_RATE + 2
 
 
 async def test_a_killed_child_fails_its_attempts_and_is_replaced(receiver: Receiver) -> None:

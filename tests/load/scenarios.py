@@ -235,10 +235,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(median_table(results))
 
     if "memory" in chosen:
-        # The default (a sending process on a machine with two or more CPUs), then everything
-        # in one process, which is what a one-CPU machine gets.
+        # The default (sending in the main process until the load calls for a sending
+        # process), a sending process from the start, and never one.
         results["memory"] = []
-        for sender_processes in (None, 0):
+        for sender_processes in (None, 1, 0):
             memory = asyncio.run(measure_memory(options.backlog, sender_processes))
             print(f"\nmemory: {memory}")
             results["memory"].append(memory)

@@ -102,7 +102,9 @@ def test_one_sending_process_by_default_when_there_is_a_second_cpu(
 ) -> None:
     monkeypatch.setattr(os, "sched_getaffinity", lambda _: cpus)
 
-    assert load_settings().sender_processes == expected
+    settings = load_settings()
+    assert settings.sender_processes == expected
+    assert settings.sender_processes_on_demand is (expected > 0)
 
 
 def test_sending_processes_can_be_set_or_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -111,6 +113,7 @@ def test_sending_processes_can_be_set_or_turned_off(monkeypatch: pytest.MonkeyPa
 
     monkeypatch.setenv("WEBHOOK_SENDER_PROCESSES", "3")
     assert load_settings().sender_processes == 3
+    assert not load_settings().sender_processes_on_demand  # set explicitly: started at once
 
     monkeypatch.setenv("WEBHOOK_SENDER_PROCESSES", "-1")
     with pytest.raises(ConfigError, match="WEBHOOK_SENDER_PROCESSES"):
