@@ -151,6 +151,13 @@ async def test_a_destination_outside_the_allowed_networks_is_blocked(
     assert receiver.received == []
 
 
+async def test_an_unusable_url_is_final(sender: Sender) -> None:
+    result = await sender.send(claim_for("http://exa mple.com/hook"))
+
+    assert result.outcome is AttemptOutcome.BLOCKED
+    assert result.error is not None and "whitespace" in result.error
+
+
 async def test_attempts_run_concurrently(sender: Sender, receiver: Receiver) -> None:
     receiver.script = lambda _: Reply(delay_seconds=0.5)
     claims = [claim_for(receiver.url(), delivery_id=f"dlv_{n}") for n in range(10)]

@@ -18,7 +18,7 @@ import aiohttp
 from hookline import __version__
 from hookline.delivery.resolver import GuardedResolver
 from hookline.destinations import DestinationPolicy
-from hookline.errors import BlockedDestination
+from hookline.errors import BlockedDestination, InvalidEndpointURL
 from hookline.models import AttemptOutcome, AttemptResult, ClaimedDelivery
 from hookline.signing import Signer
 
@@ -70,7 +70,8 @@ class HttpSender:
         try:
             self._check_literal_destination(claim.url)
             result = await self._post(claim, started_at)
-        except BlockedDestination as exc:
+        except (BlockedDestination, InvalidEndpointURL) as exc:
+            # Neither goes away by waiting: the attempt is final and the delivery is parked.
             result = AttemptResult(AttemptOutcome.BLOCKED, started_at, 0.0, error=exc.message)
         except TimeoutError:
             result = AttemptResult(

@@ -13,6 +13,8 @@ import asyncio
 import signal
 import socket
 import sys
+import time
+import traceback
 
 import uvloop
 
@@ -25,6 +27,7 @@ from hookline.delivery.wire import (
     read_frame,
     result_message,
 )
+from hookline.models import AttemptOutcome, AttemptResult
 from hookline.runtime import tune_garbage_collector
 
 
@@ -38,7 +41,17 @@ async def serve(sock: socket.socket, config: WorkerConfig) -> None:
 
     async def attempt(message: AttemptMessage) -> None:
         request_id, claim = claim_from_message(message)
-        result = await sender.send(claim)
+        try:
+            result = await sender.send(claim)
+        except Exception as exc:
+            # A bug here must not leave the main process waiting for an answer forever.
+            traceback.print_exc()
+            result = AttemptResult(
+                AttemptOutcome.CONNECTION_ERROR,
+                time.time(),
+                0.0,
+                error=f"The sending process failed: {type(exc).__name__}: {exc}"[:1000],
+            )
         results.put(result_message(request_id, result))
 
     try:
