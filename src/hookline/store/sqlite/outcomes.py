@@ -46,10 +46,22 @@ def record(
     _write(conn, [verdict for verdict, ok in zip(verdicts, applied, strict=True) if ok])
 
     outcome = Recorded(applied=applied)
+    stored: dict[str, EndpointHealth] = {}
     healths: dict[str, EndpointHealth] = {}
     for verdict, ok in zip(verdicts, applied, strict=True):
         if ok:
-            _update_health(conn, verdict, rules, healths, outcome)
+            _update_health(conn, verdict, rules, (stored, healths), outcome)
+    # Only where each endpoint ended up is written: with failures and successes mixed, the
+    # states in between would cost a write per verdict and nobody could ever read them.
+    conn.executemany(
+        "UPDATE endpoints SET circuit_state = ?, consecutive_failures = ?, "
+        "paused_until = ?, failing_since = ? WHERE id = ?",
+        [
+            (*health_values(health), endpoint_id)
+            for endpoint_id, health in healths.items()
+            if health != stored[endpoint_id]
+        ],
+    )
     return outcome
 
 
@@ -145,26 +157,25 @@ def _update_health(
     conn: sqlite3.Connection,
     verdict: AttemptVerdict,
     rules: HealthRules,
-    healths: dict[str, EndpointHealth],
+    states: tuple[dict[str, EndpointHealth], dict[str, EndpointHealth]],
     outcome: Recorded,
 ) -> None:
+    """Move the endpoint's health past one outcome; ``states`` is (as stored, as now)."""
+    stored, healths = states
     claim, result = verdict.claim, verdict.result
     endpoint_id = claim.endpoint_id
     now = result.started_at + result.duration_ms / 1000
-    before = healths.get(endpoint_id) or _load_health(conn, endpoint_id)
-    if before is None:  # deleted while the attempt was in flight
-        return
+    before = healths.get(endpoint_id)
+    if before is None:
+        before = _load_health(conn, endpoint_id)
+        if before is None:  # deleted or disabled while the attempt was in flight
+            return
+        stored[endpoint_id] = before
 
     after = breaker.after_attempt(before, result.succeeded, now, rules.breaker)
     if result.retry_after_seconds is not None:
         after = breaker.paused_by_receiver(after, result.retry_after_seconds, now)
     healths[endpoint_id] = after
-    if after != before:
-        conn.execute(
-            "UPDATE endpoints SET circuit_state = ?, consecutive_failures = ?, "
-            "paused_until = ?, failing_since = ? WHERE id = ?",
-            (*health_values(after), endpoint_id),
-        )
     if after.circuit is not before.circuit:
         outcome.changes.append(
             EndpointChange(endpoint_id, before.circuit, after.circuit, after.paused_until)
