@@ -15,15 +15,20 @@ from tests.receivers import Receiver, Reply
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EVENTS_BEFORE_CRASH = 300
+# Sending in the server process, and from a child process that must not outlive it.
+SENDING = pytest.mark.parametrize(
+    "sender_processes", ["0", "1"], ids=["sending-in-process", "sending-from-child"]
+)
 
 
+@SENDING
 async def test_kill_9_mid_delivery__every_accepted_event_arrives_after_restart(
-    tmp_path: Path, receiver: Receiver
+    tmp_path: Path, receiver: Receiver, sender_processes: str
 ) -> None:
     # A slow receiver keeps deliveries in flight when the process is killed.
     receiver.script = lambda _: Reply(delay_seconds=0.05)
     # Short leases, so the attempts the dead process held are taken over within seconds.
-    lease = {"WEBHOOK_LEASE_MARGIN_SECONDS": "1"}
+    lease = {"WEBHOOK_LEASE_MARGIN_SECONDS": "1", "WEBHOOK_SENDER_PROCESSES": sender_processes}
     server = ServerProcess(
         tmp_path, WEBHOOK_WORKER_COUNT="20", WEBHOOK_ENDPOINT_CONCURRENCY="20", **lease
     )
@@ -74,11 +79,14 @@ async def test_kill_9_mid_delivery__every_accepted_event_arrives_after_restart(
     assert len(received_ids) - len(accepted) <= 20
 
 
+@SENDING
 async def test_sigterm_lets_in_flight_attempts_finish_and_exits_0(
-    tmp_path: Path, receiver: Receiver
+    tmp_path: Path, receiver: Receiver, sender_processes: str
 ) -> None:
     receiver.script = lambda _: Reply(delay_seconds=0.5)
-    server = ServerProcess(tmp_path, SHUTDOWN_GRACE_SECONDS="5")
+    server = ServerProcess(
+        tmp_path, SHUTDOWN_GRACE_SECONDS="5", WEBHOOK_SENDER_PROCESSES=sender_processes
+    )
     try:
         await server.start()
         await server.request(
