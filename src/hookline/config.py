@@ -204,7 +204,7 @@ class Settings(BaseSettings):
         if self.webhook_sender_processes is not None:
             return self.webhook_sender_processes
         # A second process only pays off when it gets a core of its own.
-        return 1 if len(os.sched_getaffinity(0)) >= 2 else 0
+        return 1 if _usable_cpus() >= 2 else 0
 
     @property
     def sender_processes_on_demand(self) -> bool:
@@ -344,3 +344,10 @@ def _describe(exc: ValidationError) -> str:
         reason = error["msg"].removeprefix("Value error, ")
         lines.append(f"Invalid setting {name.upper()}{shown}: {reason}.{allowed}")
     return " ".join(lines)
+
+
+def _usable_cpus() -> int:
+    """CPUs this process may run on (its affinity where the OS has one, as on Linux)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1

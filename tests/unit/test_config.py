@@ -107,6 +107,15 @@ def test_one_sending_process_by_default_when_there_is_a_second_cpu(
     assert settings.sender_processes_on_demand is (expected > 0)
 
 
+def test_cpus_are_counted_where_there_is_no_affinity_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delattr(os, "sched_getaffinity")  # macOS has none
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+
+    assert load_settings().sender_processes == 1
+
+
 def test_sending_processes_can_be_set_or_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WEBHOOK_SENDER_PROCESSES", "0")
     assert load_settings().sender_processes == 0
