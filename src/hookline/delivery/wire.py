@@ -4,6 +4,9 @@ A frame is a 4-byte length and a pickled list of messages. Messages pile up whil
 loop is busy and leave together at the end of the loop's turn, so a busy sender costs one
 write and one read per batch rather than per attempt. Pickle is safe here because both ends
 are hookline processes started by the same program; nothing else can reach the socket.
+
+:class:`WorkerConfig` is the other thing they share: the settings a sending process starts
+with, passed on its command line as JSON.
 """
 
 from __future__ import annotations
