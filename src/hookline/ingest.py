@@ -39,13 +39,12 @@ class EventRequest:
     id: str | None = None
 
 
-def webhook_body(event_id: str, event_type: str, created_at: float | str, payload: Any) -> bytes:
+def webhook_body(event_id: str, event_type: str, timestamp: str, payload: Any) -> bytes:
     """Return the JSON body every endpoint receives for this event.
 
-    ``created_at`` may be given already formatted by :func:`webhook_timestamp`, so a batch
-    whose events share one moment formats it once.
+    ``timestamp`` comes from :func:`webhook_timestamp`; a batch's events share one moment, so
+    it is formatted once per request.
     """
-    timestamp = created_at if isinstance(created_at, str) else webhook_timestamp(created_at)
     return orjson.dumps(
         {"id": event_id, "event": event_type, "timestamp": timestamp, "data": payload}
     )

@@ -152,8 +152,7 @@ class DeliveryMetrics:
         attempt_seconds = result.duration_ms / MS_PER_SECOND
         self._series(self._attempt_seconds, endpoint).observe(attempt_seconds)
         if verdict.status is DeliveryStatus.DELIVERED:
-            answered_at = result.started_at + attempt_seconds
-            self._latency.observe(max(0.0, answered_at - claim.accepted_at))
+            self._latency.observe(max(0.0, result.finished_at - claim.accepted_at))
 
     def _series(self, metric: Metric, labels: tuple[str, ...]) -> Metric:
         """The child of ``metric`` for these label values, found once and then kept.

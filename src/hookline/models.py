@@ -211,6 +211,11 @@ class AttemptResult:
     def succeeded(self) -> bool:
         return self.outcome is AttemptOutcome.SUCCESS
 
+    @property
+    def finished_at(self) -> float:
+        """When the answer (or the failure) came, in UNIX seconds."""
+        return self.started_at + self.duration_ms / 1000
+
 
 @dataclass(slots=True)
 class AttemptVerdict:

@@ -162,21 +162,25 @@ class SendingProcess:
     async def _supervise(self) -> None:
         while True:
             await self._read_results()
+            # The stream ended, so the child is gone: nobody will answer what is waiting.
             self._connected.clear()
-            assert self._frames is not None
+            assert self._frames is not None and self._process is not None
             self._frames.close()
             self._give_up_waiting()
-            assert self._process is not None
-            exit_code = await self._process.wait()
             log.error(
                 "sending process exited; starting another",
                 action="sender_process_exited",
                 pid=self._process.pid,
-                exit_code=exit_code,
+                exit_code=await self._process.wait(),
             )
+            await self._respawn()
+
+    async def _respawn(self) -> None:
+        while True:
             await asyncio.sleep(RESTART_DELAY_SECONDS)
             try:
                 await self._spawn()
+                return
             except OSError as exc:
                 log.error(
                     "could not start a sending process; trying again",
@@ -185,8 +189,7 @@ class SendingProcess:
                 )
 
     async def _read_results(self) -> None:
-        if self._reader is None:
-            return
+        assert self._reader is not None, "read only after a successful _spawn()"
         try:
             while (frame := await read_frame(self._reader)) is not None:
                 for message in frame:

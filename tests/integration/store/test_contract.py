@@ -8,7 +8,7 @@ import pytest
 
 from hookline.errors import Conflict, NotFound
 from hookline.ids import new_id
-from hookline.ingest import webhook_body
+from hookline.ingest import webhook_body, webhook_timestamp
 from hookline.models import (
     AttemptOutcome,
     AttemptResult,
@@ -51,7 +51,12 @@ def endpoint(events: list[str] | None = None, **fields: object) -> Endpoint:
 def event(event_type: str = "user.created", event_id: str | None = None) -> NewEvent:
     now = time.time()
     event_id = event_id or new_id("evt")
-    return NewEvent(event_id, event_type, now, webhook_body(event_id, event_type, now, {"n": 1}))
+    return NewEvent(
+        event_id,
+        event_type,
+        now,
+        webhook_body(event_id, event_type, webhook_timestamp(now), {"n": 1}),
+    )
 
 
 def verdict(

@@ -18,12 +18,10 @@ from hookline.models import (
     AttemptVerdict,
     ChangeKind,
     DeliveryStatus,
-    EndpointChange,
     EndpointHealth,
     Recorded,
 )
-from hookline.protection import breaker
-from hookline.protection.disabling import disable_reason
+from hookline.protection.health import follow_outcomes
 from hookline.store.base import HealthRules
 from hookline.store.postgres import changes
 from hookline.store.postgres.changes import Change
@@ -113,7 +111,7 @@ def _change(verdict: AttemptVerdict) -> Change:
         claim.attempt,
         CHANGE_AFTER_ATTEMPT[verdict.status],
         verdict.status,
-        result.started_at + result.duration_ms / 1000,
+        result.finished_at,
         result.error,
         verdict.next_attempt_at,
     )
@@ -123,7 +121,7 @@ def _columns(verdicts: Sequence[AttemptVerdict]) -> list[list[object]]:
     columns: list[list[object]] = [[] for _ in range(_COLUMN_COUNT)]
     for verdict in verdicts:
         claim, result = verdict.claim, verdict.result
-        finished_at = result.started_at + result.duration_ms / 1000
+        finished_at = result.finished_at
         dead_lettered = verdict.dead_letter_expires_at is not None
         row = (
             claim.delivery_id,
@@ -166,38 +164,15 @@ async def _update_health(
         "ORDER BY id FOR NO KEY UPDATE",
         endpoint_ids,
     )
-    initial = {row["id"]: health_from_row(row) for row in rows}
-    healths = dict(initial)
-    disabled: dict[str, tuple[str, str, float]] = {}
-
-    for verdict in applied:
-        claim, result = verdict.claim, verdict.result
-        endpoint_id = claim.endpoint_id
-        before = healths.get(endpoint_id)
-        if before is None or endpoint_id in disabled:
-            continue
-        now = result.started_at + result.duration_ms / 1000
-        after = breaker.after_attempt(before, result.succeeded, now, rules.breaker)
-        if result.retry_after_seconds is not None:
-            after = breaker.paused_by_receiver(after, result.retry_after_seconds, now)
-        healths[endpoint_id] = after
-        if after.circuit is not before.circuit:
-            outcome.changes.append(
-                EndpointChange(endpoint_id, before.circuit, after.circuit, after.paused_until)
-            )
-        reason = disable_reason(result.status_code, after, rules.disable_after_seconds, now)
-        if reason is not None:
-            disabled[endpoint_id] = (reason, claim.url, now)
-            outcome.changes.append(
-                EndpointChange(endpoint_id, after.circuit, after.circuit, disabled_reason=reason)
-            )
-
-    changed = sorted(e for e, health in healths.items() if health != initial[e])
-    if changed:
-        await _save_health(conn, {e: healths[e] for e in changed})
+    moves = follow_outcomes({row["id"]: health_from_row(row) for row in rows}, applied, rules)
+    outcome.changes += moves.transitions
+    if moves.changed:
+        await _save_health(conn, moves.changed)
     feed = []
-    for endpoint_id, (reason, url, now) in sorted(disabled.items()):
-        feed += await _disable(conn, endpoint_id, url, reason, now, rules)
+    for endpoint_id, disabling in sorted(moves.disabled.items()):
+        feed += await _disable(
+            conn, endpoint_id, disabling.url, disabling.reason, disabling.at, rules
+        )
     return feed
 
 

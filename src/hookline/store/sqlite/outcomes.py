@@ -15,12 +15,10 @@ from hookline.models import (
     AttemptVerdict,
     ChangeKind,
     DeliveryStatus,
-    EndpointChange,
     EndpointHealth,
     Recorded,
 )
-from hookline.protection import breaker
-from hookline.protection.disabling import disable_reason
+from hookline.protection.health import follow_outcomes
 from hookline.store.base import HealthRules
 from hookline.store.sqlite import changes
 from hookline.store.sqlite.rows import (
@@ -36,32 +34,27 @@ from hookline.store.sqlite.rows import (
 def record(
     conn: sqlite3.Connection, verdicts: list[AttemptVerdict], rules: HealthRules
 ) -> Recorded:
-    """Apply every verdict whose lease is still current; track endpoint health as we go.
+    """Apply every verdict whose lease is still current, then move the endpoints' health.
 
     The rows of the whole batch are written with one statement per table, not one per
     verdict: at thousands of attempts per second the per-statement overhead is what counts.
     """
     current = _current_leases(conn, [verdict.claim.delivery_id for verdict in verdicts])
     applied = [current.get(v.claim.delivery_id) == v.claim.lease_token for v in verdicts]
-    _write(conn, [verdict for verdict, ok in zip(verdicts, applied, strict=True) if ok])
+
+    leased = [verdict for verdict, ok in zip(verdicts, applied, strict=True) if ok]
+    _write(conn, leased)
 
     outcome = Recorded(applied=applied)
-    stored: dict[str, EndpointHealth] = {}
-    healths: dict[str, EndpointHealth] = {}
-    for verdict, ok in zip(verdicts, applied, strict=True):
-        if ok:
-            _update_health(conn, verdict, rules, (stored, healths), outcome)
-    # Only where each endpoint ended up is written: with failures and successes mixed, the
-    # states in between would cost a write per verdict and nobody could ever read them.
+    moves = follow_outcomes(_load_healths(conn, leased), leased, rules)
+    outcome.changes += moves.transitions
     conn.executemany(
         "UPDATE endpoints SET circuit_state = ?, consecutive_failures = ?, "
         "paused_until = ?, failing_since = ? WHERE id = ?",
-        [
-            (*health_values(health), endpoint_id)
-            for endpoint_id, health in healths.items()
-            if health != stored[endpoint_id]
-        ],
+        [(*health_values(health), endpoint_id) for endpoint_id, health in moves.changed.items()],
     )
+    for endpoint_id, disabling in moves.disabled.items():
+        _disable(conn, endpoint_id, disabling.url, disabling.reason, disabling.at, rules)
     return outcome
 
 
@@ -99,17 +92,13 @@ def _write(conn: sqlite3.Connection, verdicts: list[AttemptVerdict]) -> None:
                 claim.endpoint_id,
                 claim.url,
                 verdict.result.error or "unknown failure",
-                _finished_at(verdict),
+                verdict.result.finished_at,
                 verdict.dead_letter_expires_at,
             )
 
 
-def _finished_at(verdict: AttemptVerdict) -> float:
-    return verdict.result.started_at + verdict.result.duration_ms / 1000
-
-
 def _delivery_values(verdict: AttemptVerdict) -> tuple[Any, ...]:
-    finished_at = _finished_at(verdict)
+    finished_at = verdict.result.finished_at
     delivered = verdict.status is DeliveryStatus.DELIVERED
     return (
         verdict.status.value,
@@ -133,7 +122,7 @@ def _change_row(verdict: AttemptVerdict) -> changes.ChangeRow:
         verdict.status.value,
         verdict.result.error,
         verdict.next_attempt_at,
-        _finished_at(verdict),
+        verdict.result.finished_at,
     )
 
 
@@ -153,47 +142,21 @@ def _attempt_values(verdict: AttemptVerdict) -> tuple[Any, ...]:
     )
 
 
-def _update_health(
-    conn: sqlite3.Connection,
-    verdict: AttemptVerdict,
-    rules: HealthRules,
-    states: tuple[dict[str, EndpointHealth], dict[str, EndpointHealth]],
-    outcome: Recorded,
-) -> None:
-    """Move the endpoint's health past one outcome; ``states`` is (as stored, as now)."""
-    stored, healths = states
-    claim, result = verdict.claim, verdict.result
-    endpoint_id = claim.endpoint_id
-    now = result.started_at + result.duration_ms / 1000
-    before = healths.get(endpoint_id)
-    if before is None:
-        before = _load_health(conn, endpoint_id)
-        if before is None:  # deleted or disabled while the attempt was in flight
-            return
-        stored[endpoint_id] = before
-
-    after = breaker.after_attempt(before, result.succeeded, now, rules.breaker)
-    if result.retry_after_seconds is not None:
-        after = breaker.paused_by_receiver(after, result.retry_after_seconds, now)
-    healths[endpoint_id] = after
-    if after.circuit is not before.circuit:
-        outcome.changes.append(
-            EndpointChange(endpoint_id, before.circuit, after.circuit, after.paused_until)
+def _load_healths(
+    conn: sqlite3.Connection, verdicts: list[AttemptVerdict]
+) -> dict[str, EndpointHealth]:
+    """The health of the enabled endpoints among the verdicts'; the others keep theirs."""
+    endpoint_ids = sorted({verdict.claim.endpoint_id for verdict in verdicts})
+    healths: dict[str, EndpointHealth] = {}
+    for start in range(0, len(endpoint_ids), MAX_PARAMETERS):
+        chunk = endpoint_ids[start : start + MAX_PARAMETERS]
+        rows = conn.execute(
+            f"SELECT id, {HEALTH_COLUMNS} FROM endpoints "
+            f"WHERE id IN ({placeholders(len(chunk))}) AND enabled = 1",
+            chunk,
         )
-
-    reason = disable_reason(result.status_code, after, rules.disable_after_seconds, now)
-    if reason is not None:
-        _disable(conn, endpoint_id, claim.url, reason, now, rules)
-        outcome.changes.append(
-            EndpointChange(endpoint_id, after.circuit, after.circuit, disabled_reason=reason)
-        )
-
-
-def _load_health(conn: sqlite3.Connection, endpoint_id: str) -> EndpointHealth | None:
-    row = conn.execute(
-        f"SELECT {HEALTH_COLUMNS} FROM endpoints WHERE id = ? AND enabled = 1", (endpoint_id,)
-    ).fetchone()
-    return None if row is None else health_from_row(row)
+        healths.update((row[0], health_from_row(row[1:])) for row in rows)
+    return healths
 
 
 def _disable(
